@@ -1,0 +1,312 @@
+"""Reads the CIFAR-10 binary format and builds the input pipelines.
+
+The binary files hold fixed-length records: one label byte (0-9) followed by
+3,072 image bytes, the 32x32 red plane, then the green plane, then the blue
+plane, each in row-major order.
+
+Call sequence, as in the tutorial:
+
+  images, labels = distorted_inputs(data_dir, batch_size)   # training
+  images, labels = inputs(eval_data, data_dir, batch_size)  # evaluation
+
+`data_dir` is the directory that holds the `.bin` files
+(`<--data_dir>/cifar-10-batches-bin`).
+
+The pipelines use `tf.data` rather than queue runners: records are read from
+the files at run time (the dataset never becomes a graph constant), the first
+batch is ready as soon as a small shuffle buffer is full, and the distortions
+run on whole batches at once, which is several times cheaper than one image at
+a time. `read_cifar10` keeps the tutorial's queue-based contract for code that
+uses it.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import os
+
+import tensorflow.compat.v1 as tf
+
+# Size of the images the model sees, after cropping the 32x32 originals.
+IMAGE_SIZE = 24
+
+# Global constants describing the CIFAR-10 data set.
+NUM_CLASSES = 10
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
+NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
+
+# Layout of one record in the binary files.
+ORIGINAL_IMAGE_SIZE = 32
+DEPTH = 3
+LABEL_BYTES = 1
+IMAGE_BYTES = ORIGINAL_IMAGE_SIZE * ORIGINAL_IMAGE_SIZE * DEPTH
+RECORD_BYTES = LABEL_BYTES + IMAGE_BYTES
+
+# Directory inside --data_dir that the official tarball extracts to.
+BATCHES_DIR = 'cifar-10-batches-bin'
+TRAIN_FILES = ['data_batch_%d.bin' % i for i in range(1, 6)]
+EVAL_FILES = ['test_batch.bin']
+# Class names, one per line, in label order (shipped in the tarball).
+META_FILE = 'batches.meta.txt'
+CLASS_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+               'horse', 'ship', 'truck']
+
+# Records held in the training shuffle buffer. Records are interleaved from
+# all five files before they enter it, so every batch mixes all files; 10,000
+# raw records (30 MB) fill in well under a second.
+SHUFFLE_BUFFER_RECORDS = 10000
+
+# Distortions applied to training images.
+MAX_BRIGHTNESS_DELTA = 63
+CONTRAST_LOWER = 0.2
+CONTRAST_UPPER = 1.8
+
+
+class CIFAR10Record(object):
+  """One decoded record, as returned by `read_cifar10`."""
+  height = ORIGINAL_IMAGE_SIZE
+  width = ORIGINAL_IMAGE_SIZE
+  depth = DEPTH
+  key = None         # scalar string tensor "<filename>:<record index>"
+  label = None       # int32 tensor [1]
+  uint8image = None  # uint8 tensor [height, width, depth]
+
+
+def _decode_records(records):
+  """Splits raw records into labels and height-width-channel images.
+
+  Args:
+    records: string tensor of shape S holding RECORD_BYTES-long records.
+
+  Returns:
+    labels: int32 tensor of shape S + [1].
+    images: uint8 tensor of shape S + [32, 32, 3].
+  """
+  raw = tf.io.decode_raw(records, tf.uint8)
+  outer = tf.shape(raw)[:-1]
+  labels = tf.cast(raw[..., :LABEL_BYTES], tf.int32)
+  planes = tf.reshape(
+      raw[..., LABEL_BYTES:],
+      tf.concat([outer, [DEPTH, ORIGINAL_IMAGE_SIZE, ORIGINAL_IMAGE_SIZE]], 0))
+  # [..., depth, height, width] -> [..., height, width, depth].
+  rank = records.shape.ndims
+  perm = list(range(rank)) + [rank + 1, rank + 2, rank]
+  return labels, tf.transpose(planes, perm)
+
+
+def read_cifar10(filename_queue):
+  """Reads one record from a queue of CIFAR-10 binary files.
+
+  Call repeatedly to read records one after the other, with queue runners
+  started. When the queue is closed and its files are read to the end, the
+  op raises `tf.errors.OutOfRangeError`.
+
+  Args:
+    filename_queue: a queue of strings with the file names to read.
+
+  Returns:
+    A `CIFAR10Record` with `height`, `width`, `depth`, `key`, `label` (int32
+    [1]) and `uint8image` (uint8 [32, 32, 3]).
+  """
+  result = CIFAR10Record()
+  reader = tf.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
+  result.key, value = reader.read(filename_queue)
+  result.label, result.uint8image = _decode_records(value)
+  return result
+
+
+def _check_files(data_dir, names):
+  """Returns the full paths of `names` in `data_dir`, checked for size.
+
+  Raises:
+    ValueError: naming the directory, the missing file or the bad size.
+  """
+  if not tf.io.gfile.isdir(data_dir) or not any(
+      name.endswith('.bin') for name in tf.io.gfile.listdir(data_dir)):
+    raise ValueError(
+        'no CIFAR-10 data in %s: run cifar10_train.py (it downloads the data '
+        'set) or extract cifar-10-binary.tar.gz from '
+        'https://www.cs.toronto.edu/~kriz/cifar.html there' % data_dir)
+  paths = []
+  for name in names:
+    path = os.path.join(data_dir, name)
+    if not tf.io.gfile.exists(path):
+      raise ValueError('missing CIFAR-10 file: %s' % path)
+    size = tf.io.gfile.stat(path).length
+    if size == 0 or size % RECORD_BYTES:
+      raise ValueError(
+          'bad CIFAR-10 file %s: %d bytes is not a whole number of %d-byte '
+          'records' % (path, size, RECORD_BYTES))
+    paths.append(path)
+  return paths
+
+
+def num_records(data_dir, eval_data):
+  """Number of records in the evaluation (or training) files of `data_dir`."""
+  names = EVAL_FILES if eval_data else TRAIN_FILES
+  return sum(tf.io.gfile.stat(path).length // RECORD_BYTES
+             for path in _check_files(data_dir, names))
+
+
+def class_names(data_dir):
+  """The class names from `batches.meta.txt` in `data_dir`, else the
+  official ones."""
+  path = os.path.join(data_dir, META_FILE)
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      names = [line.strip() for line in f if line.strip()]
+    if len(names) == NUM_CLASSES:
+      return names
+  return list(CLASS_NAMES)
+
+
+def _crop(images, offset_height, offset_width):
+  """Crops IMAGE_SIZE x IMAGE_SIZE windows, one offset per image.
+
+  Args:
+    images: [batch, height, width, depth] tensor.
+    offset_height: int32 [batch], top row of each window.
+    offset_width: int32 [batch], left column of each window.
+
+  Returns:
+    [batch, IMAGE_SIZE, IMAGE_SIZE, depth] tensor.
+  """
+  window = tf.range(IMAGE_SIZE)
+  rows = offset_height[:, None] + window
+  cols = offset_width[:, None] + window
+  images = tf.gather(images, rows, axis=1, batch_dims=1)
+  return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def _distort_batch(records):
+  """Training preprocessing of a batch of raw records.
+
+  Each image gets its own random crop, flip, brightness and contrast, the
+  same distributions as `tf.image.random_crop`, `random_flip_left_right`,
+  `random_brightness` and `random_contrast` applied image by image, done
+  for the whole batch in a few vectorized ops.
+
+  Args:
+    records: string [batch].
+
+  Returns:
+    images: float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3], standardized.
+    labels: int32 [batch].
+  """
+  labels, images = _decode_records(records)
+  batch = tf.shape(records)[0]
+  max_offset = ORIGINAL_IMAGE_SIZE - IMAGE_SIZE + 1
+  images = _crop(
+      images,
+      tf.random.uniform([batch], 0, max_offset, dtype=tf.int32),
+      tf.random.uniform([batch], 0, max_offset, dtype=tf.int32))
+  flip = tf.random.uniform([batch]) < 0.5
+  images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+  images = tf.cast(images, tf.float32)
+  images += tf.random.uniform([batch, 1, 1, 1], -MAX_BRIGHTNESS_DELTA,
+                              MAX_BRIGHTNESS_DELTA)
+  # Contrast scales each channel's deviation from that channel's mean.
+  channel_mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+  contrast = tf.random.uniform([batch, 1, 1, 1], CONTRAST_LOWER,
+                               CONTRAST_UPPER)
+  images = (images - channel_mean) * contrast + channel_mean
+  images = tf.image.per_image_standardization(images)
+  return images, labels[:, 0]
+
+
+def _central_batch(records):
+  """Evaluation preprocessing: central crop and standardization.
+
+  Args:
+    records: string [batch].
+
+  Returns:
+    images: float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3]; labels: int32 [batch].
+  """
+  labels, images = _decode_records(records)
+  return preprocess_for_eval(images), labels[:, 0]
+
+
+def preprocess_for_eval(images):
+  """Central IMAGE_SIZE crop and per-image standardization.
+
+  Args:
+    images: uint8 or float [batch, 32, 32, 3], pixel values 0-255.
+
+  Returns:
+    float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3].
+  """
+  begin = (ORIGINAL_IMAGE_SIZE - IMAGE_SIZE) // 2
+  images = images[:, begin:begin + IMAGE_SIZE, begin:begin + IMAGE_SIZE, :]
+  return tf.image.per_image_standardization(tf.cast(images, tf.float32))
+
+
+def _records(paths, shuffle):
+  """Dataset of raw records; training order is shuffled across all files."""
+  if not shuffle:
+    return tf.data.FixedLengthRecordDataset(paths, RECORD_BYTES)
+  files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths))
+  records = files.repeat().interleave(
+      lambda path: tf.data.FixedLengthRecordDataset(path, RECORD_BYTES),
+      cycle_length=len(paths), block_length=1)
+  return records.shuffle(SHUFFLE_BUFFER_RECORDS)
+
+
+def _get_next(dataset, images_name):
+  """Batches of (images, labels) from `dataset`, with the image summary."""
+  dataset = dataset.prefetch(2)
+  images, labels = tf.data.make_one_shot_iterator(dataset).get_next()
+  tf.summary.image(images_name, images)
+  return images, labels
+
+
+def distorted_inputs(data_dir, batch_size):
+  """Distorted, shuffled training batches, repeating without end.
+
+  Args:
+    data_dir: directory with the CIFAR-10 `.bin` files.
+    batch_size: images per batch.
+
+  Returns:
+    images: float32 [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
+    labels: int32 [batch_size].
+
+  Raises:
+    ValueError: if the data is missing or has the wrong size.
+  """
+  paths = _check_files(data_dir, TRAIN_FILES)
+  dataset = _records(paths, shuffle=True).batch(batch_size,
+                                                drop_remainder=True)
+  dataset = dataset.map(_distort_batch,
+                        num_parallel_calls=tf.data.experimental.AUTOTUNE)
+  return _get_next(dataset, 'images')
+
+
+def inputs(eval_data, data_dir, batch_size, num_examples=None):
+  """Evaluation batches: every image once, in file order.
+
+  The last batch is smaller when `batch_size` does not divide the number of
+  images, so the images' count is exact. A new session starts the data from
+  the beginning.
+
+  Args:
+    eval_data: True for the test set, False for the training set.
+    data_dir: directory with the CIFAR-10 `.bin` files.
+    batch_size: images per batch.
+    num_examples: read only the first `num_examples` images (all if None).
+
+  Returns:
+    images: float32 [<= batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
+    labels: int32 [<= batch_size].
+
+  Raises:
+    ValueError: if the data is missing or has the wrong size.
+  """
+  paths = _check_files(data_dir, EVAL_FILES if eval_data else TRAIN_FILES)
+  dataset = _records(paths, shuffle=False)
+  if num_examples is not None:
+    dataset = dataset.take(num_examples)
+  dataset = dataset.batch(batch_size).map(
+      _central_batch, num_parallel_calls=tf.data.experimental.AUTOTUNE)
+  return _get_next(dataset, 'images')
