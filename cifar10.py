@@ -1,0 +1,539 @@
+"""The CIFAR-10 model of the TensorFlow tutorial, on tensorflow.compat.v1.
+
+Call sequence:
+
+  # Training inputs, and inputs for evaluation.
+  images, labels = distorted_inputs()
+  images, labels = inputs(eval_data=True)
+
+  # The model's prediction (logits, before softmax).
+  logits = inference(images)
+
+  # Total loss: cross entropy plus weight decay.
+  total_loss = loss(logits, labels)
+
+  # One step of training: gradients, learning-rate schedule, moving averages
+  # and summaries.
+  train_op = train(total_loss, global_step)
+
+Several towers (one per GPU, see cifar10_train.py) call `tower_loss` and
+`compute_gradients` each, `average_gradients` over them, and pass the result
+to `train`, so the schedule, optimizer, moving averages and summaries are
+defined here once for every trainer.
+
+Variable names are the tutorial's, so its checkpoints restore here and the
+other way round.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import os
+import re
+
+import tensorflow.compat.v1 as tf
+
+import cifar10_download
+import cifar10_input
+
+FLAGS = tf.app.flags.FLAGS
+
+# Flags shared by every script; parsed by the script's main, never here.
+tf.app.flags.DEFINE_integer('batch_size', 128,
+                            """Number of images to process in a batch.""")
+tf.app.flags.DEFINE_string('data_dir', '/tmp/cifar10_data',
+                           """Path to the CIFAR-10 data directory.""")
+tf.app.flags.DEFINE_boolean(
+    'use_fp16', False,
+    """Mixed precision: bfloat16 compute on CPUs, float16 with loss scaling
+    on GPUs; weights, moving averages and checkpoints stay float32.""")
+
+tf.app.flags.DEFINE_string(
+    'data_url', cifar10_download.DATA_URL,
+    """Where to get cifar-10-binary.tar.gz: the official address or a
+    mirror (https://, http:// or file://).""")
+tf.app.flags.DEFINE_string(
+    'data_sha256', cifar10_download.DATA_SHA256,
+    """SHA-256 the downloaded tarball must have (the official tarball's by
+    default, which a mirror of it has too).""")
+
+# Global constants describing the CIFAR-10 data set.
+IMAGE_SIZE = cifar10_input.IMAGE_SIZE
+NUM_CLASSES = cifar10_input.NUM_CLASSES
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
+
+# Constants describing the training process.
+MOVING_AVERAGE_DECAY = 0.9999     # The decay to use for the moving average.
+NUM_EPOCHS_PER_DECAY = 350.0      # Epochs after which learning rate decays.
+LEARNING_RATE_DECAY_FACTOR = 0.1  # Learning rate decay factor.
+INITIAL_LEARNING_RATE = 0.1       # Initial learning rate.
+LOSS_AVERAGE_DECAY = 0.9          # The decay of the losses' moving averages.
+
+# Dynamic loss scaling for float16 (GPU) training.
+INITIAL_LOSS_SCALE = 2.0 ** 15    # Starting scale of the float16 loss.
+LOSS_SCALE_GROWTH_STEPS = 2000    # Finite steps before the scale doubles.
+
+# If a model is trained with multiple GPUs, prefix all Op names with
+# tower_name to differentiate the operations. Summaries drop this prefix.
+TOWER_NAME = 'tower'
+
+DATA_URL = cifar10_download.DATA_URL
+
+
+def _strip_tower(name):
+  """'tower_1/local3/weight_loss' -> 'local3/weight_loss'."""
+  return re.sub('^%s_[0-9]*/' % TOWER_NAME, '', name)
+
+
+def scalar_summary(tag, value):
+  """Adds a scalar summary whose tag is exactly `tag`.
+
+  `tf.summary.scalar` derives the tag from the name scope, which puts
+  tower prefixes and '_1' suffixes in TensorBoard's tag list.
+  """
+  tf.add_to_collection(tf.GraphKeys.SUMMARIES, tf.raw_ops.ScalarSummary(
+      tags=tag, values=tf.cast(value, tf.float32)))
+
+
+def histogram_summary(tag, values):
+  """Adds a histogram summary whose tag is exactly `tag`."""
+  tf.add_to_collection(tf.GraphKeys.SUMMARIES, tf.raw_ops.HistogramSummary(
+      tag=tag, values=tf.cast(values, tf.float32)))
+
+
+def _activation_summary(x, layer):
+  """Histogram and sparsity (fraction of zeros) summaries of an activation.
+
+  Towers build the same layers; only the first tower (or a graph without
+  towers) writes them, so each tag appears once.
+
+  Args:
+    x: activation tensor of any shape.
+    layer: the layer's name, e.g. 'conv1'.
+  """
+  scope = tf.get_default_graph().get_name_scope()
+  if re.match('%s_[1-9][0-9]*(/|$)' % TOWER_NAME, scope):
+    return
+  histogram_summary(layer + '/activations', x)
+  scalar_summary(layer + '/sparsity', tf.nn.zero_fraction(x))
+
+
+def compute_dtype(on_gpu=None):
+  """The dtype the layers compute in.
+
+  float32 unless --use_fp16: then float16 where the model runs on GPUs
+  (with loss scaling, see `compute_gradients`) and bfloat16 on CPUs, whose
+  range is float32's, so it needs no loss scaling.
+
+  Args:
+    on_gpu: whether the towers run on GPUs; None asks TensorFlow.
+  """
+  if not FLAGS.use_fp16:
+    return tf.float32
+  if on_gpu is None:
+    on_gpu = bool(tf.config.list_physical_devices('GPU'))
+  return tf.float16 if on_gpu else tf.bfloat16
+
+
+def _variable_on_cpu(name, shape, initializer):
+  """Creates, or reuses in a tower, a float32 variable on the CPU.
+
+  Weights stay float32 whatever the compute dtype: they are the master copy
+  that the optimizer and the moving averages update, and what checkpoints
+  hold.
+
+  Args:
+    name: name of the variable.
+    shape: list of ints.
+    initializer: initializer for the variable.
+
+  Returns:
+    The float32 variable.
+  """
+  with tf.device('/cpu:0'):
+    return tf.get_variable(name, shape, initializer=initializer,
+                           dtype=tf.float32)
+
+
+def _variable_with_weight_decay(name, shape, stddev, wd):
+  """A truncated-normal variable, with an L2 weight-decay term if `wd`.
+
+  The decay term `wd * l2_loss(var)` joins the 'losses' collection, where
+  `loss` adds it to the total.
+
+  Args:
+    name: name of the variable.
+    shape: list of ints.
+    stddev: standard deviation of the truncated normal.
+    wd: weight-decay coefficient, or None for none.
+
+  Returns:
+    The variable.
+  """
+  var = _variable_on_cpu(
+      name, shape,
+      tf.truncated_normal_initializer(stddev=stddev))
+  if wd is not None:
+    weight_decay = tf.multiply(tf.nn.l2_loss(var), wd, name='weight_loss')
+    tf.add_to_collection('losses', weight_decay)
+  return var
+
+
+def maybe_download_and_extract():
+  """Downloads and extracts the data set into --data_dir unless it is there.
+
+  Returns:
+    The directory with the `.bin` files.
+  """
+  return cifar10_download.maybe_download_and_extract(
+      FLAGS.data_dir, FLAGS.data_url, FLAGS.data_sha256)
+
+
+def distorted_inputs():
+  """Distorted training batches from --data_dir and --batch_size.
+
+  Returns:
+    images: float32 [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
+    labels: int32 [batch_size].
+
+  Raises:
+    ValueError: if the data is missing or has the wrong size.
+  """
+  return cifar10_input.distorted_inputs(
+      data_dir=os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR),
+      batch_size=FLAGS.batch_size)
+
+
+def inputs(eval_data, num_examples=None):
+  """Evaluation batches from --data_dir and --batch_size.
+
+  Args:
+    eval_data: True for the test set, False for the training set.
+    num_examples: read only this many images (all if None).
+
+  Returns:
+    images: float32 [<= batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
+    labels: int32 [<= batch_size].
+
+  Raises:
+    ValueError: if the data is missing or has the wrong size.
+  """
+  return cifar10_input.inputs(
+      eval_data=eval_data,
+      data_dir=os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR),
+      batch_size=FLAGS.batch_size, num_examples=num_examples)
+
+
+def _conv_relu(x, in_depth, bias_init):
+  """5x5 SAME convolution to 64 channels, bias and ReLU, in the open scope."""
+  scope = tf.get_variable_scope()
+  kernel = _variable_with_weight_decay('weights', [5, 5, in_depth, 64],
+                                       stddev=5e-2, wd=None)
+  biases = _variable_on_cpu('biases', [64], tf.constant_initializer(bias_init))
+  conv = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), [1, 1, 1, 1],
+                      padding='SAME')
+  pre_activation = tf.nn.bias_add(conv, tf.cast(biases, x.dtype))
+  out = tf.nn.relu(pre_activation, name=scope.name)
+  _activation_summary(out, scope.name)
+  return out
+
+
+def _fully_connected(x, units, stddev, wd, bias_init, relu=True):
+  """x @ weights + biases (ReLU if `relu`), in the open variable scope."""
+  scope = tf.get_variable_scope()
+  weights = _variable_with_weight_decay('weights', [x.shape[1], units],
+                                        stddev=stddev, wd=wd)
+  biases = _variable_on_cpu('biases', [units],
+                            tf.constant_initializer(bias_init))
+  out = tf.nn.bias_add(tf.matmul(x, tf.cast(weights, x.dtype)),
+                       tf.cast(biases, x.dtype))
+  out = tf.nn.relu(out, name=scope.name) if relu else tf.identity(
+      out, name=scope.name)
+  _activation_summary(out, scope.name)
+  return out
+
+
+def _lrn(x, name):
+  """The tutorial's local response normalization."""
+  return tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)
+
+
+def _max_pool(x, name):
+  """3x3 max pooling with stride 2."""
+  return tf.nn.max_pool(x, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1],
+                        padding='SAME', name=name)
+
+
+def inference(images, dtype=None):
+  """Builds the CIFAR-10 model.
+
+  Any batch size works: the flattening size comes from the tensor.
+
+  Args:
+    images: float [batch, IMAGE_SIZE, IMAGE_SIZE, 3], from `distorted_inputs`
+      or `inputs`.
+    dtype: compute dtype; None for `compute_dtype()`.
+
+  Returns:
+    float32 logits [batch, NUM_CLASSES] (no softmax).
+  """
+  dtype = dtype or compute_dtype()
+  x = tf.cast(images, dtype)
+  with tf.variable_scope('conv1'):
+    conv1 = _conv_relu(x, 3, 0.0)                    # [batch, 24, 24, 64]
+  pool1 = _max_pool(conv1, 'pool1')                  # [batch, 12, 12, 64]
+  norm1 = _lrn(pool1, 'norm1')
+  with tf.variable_scope('conv2'):
+    conv2 = _conv_relu(norm1, 64, 0.1)               # [batch, 12, 12, 64]
+  norm2 = _lrn(conv2, 'norm2')
+  pool2 = _max_pool(norm2, 'pool2')                  # [batch, 6, 6, 64]
+  flat = tf.reshape(pool2, [-1, pool2.shape[1:].num_elements()])
+  with tf.variable_scope('local3'):
+    local3 = _fully_connected(flat, 384, 0.04, 0.004, 0.1)
+  with tf.variable_scope('local4'):
+    local4 = _fully_connected(local3, 192, 0.04, 0.004, 0.1)
+  with tf.variable_scope('softmax_linear'):
+    logits = _fully_connected(local4, NUM_CLASSES, 1 / 192.0, None, 0.0,
+                              relu=False)
+  return tf.cast(logits, tf.float32)
+
+
+def loss(logits, labels):
+  """Mean cross entropy plus the weight-decay terms of the current tower.
+
+  Adds the cross entropy to the 'losses' collection, where the weight-decay
+  terms of `inference` already are.
+
+  Args:
+    logits: float32 [batch, NUM_CLASSES] from `inference`.
+    labels: integer [batch] (or [batch, 1]) class indices.
+
+  Returns:
+    Scalar float32 total loss, named 'total_loss'.
+  """
+  labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+  cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=logits, name='cross_entropy_per_example')
+  cross_entropy_mean = tf.reduce_mean(cross_entropy, name='cross_entropy')
+  tf.add_to_collection('losses', cross_entropy_mean)
+  # Only this tower's terms: the scope filter keeps tower_1 from summing
+  # tower_0's cross entropy.
+  scope = tf.get_default_graph().get_name_scope()
+  return tf.add_n(tf.get_collection('losses', scope + '/' if scope else None),
+                  name='total_loss')
+
+
+def tower_loss(images, labels):
+  """Inference and loss for one tower, in the caller's `tower_N` scope.
+
+  Args:
+    images: float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3].
+    labels: int32 [batch].
+
+  Returns:
+    Scalar total loss of the tower.
+  """
+  return loss(inference(images), labels)
+
+
+def _loss_scale():
+  """The float16 loss scale: a local variable, so checkpoints never hold it
+  and stay interchangeable with float32 training."""
+  with tf.variable_scope('loss_scale', reuse=tf.AUTO_REUSE):
+    scale = tf.get_variable(
+        'scale', initializer=INITIAL_LOSS_SCALE, trainable=False,
+        collections=[tf.GraphKeys.LOCAL_VARIABLES])
+    good_steps = tf.get_variable(
+        'good_steps', initializer=0, trainable=False,
+        collections=[tf.GraphKeys.LOCAL_VARIABLES])
+  return scale, good_steps
+
+
+def compute_gradients(total_loss, dtype=None):
+  """Gradients of `total_loss` with respect to the trainable variables.
+
+  With float16 compute the loss is scaled up before differentiation, so
+  small gradients do not flush to zero, and the gradients scaled back down.
+
+  Args:
+    total_loss: scalar float32 loss.
+    dtype: the compute dtype the loss was built with (None: compute_dtype()).
+
+  Returns:
+    List of (gradient, variable) pairs, float32.
+  """
+  variables = tf.trainable_variables()
+  if (dtype or compute_dtype()) != tf.float16:
+    return list(zip(tf.gradients(total_loss, variables), variables))
+  scale, _ = _loss_scale()
+  grads = tf.gradients(total_loss * scale, variables)
+  return [(g / scale, v) for g, v in zip(grads, variables)]
+
+
+def _apply_loss_scale(grads_and_vars):
+  """Zeroes non-finite float16 gradients and adapts the loss scale.
+
+  An overflow halves the scale and the step changes no weights;
+  LOSS_SCALE_GROWTH_STEPS finite steps in a row double it.
+
+  Returns:
+    (grads_and_vars to apply, op that updates the scale).
+  """
+  scale, good_steps = _loss_scale()
+  finite = tf.reduce_all([tf.reduce_all(tf.is_finite(g))
+                          for g, _ in grads_and_vars])
+  safe = [(tf.where(finite, g, tf.zeros_like(g)), v)
+          for g, v in grads_and_vars]
+  grow = tf.logical_and(finite, good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS)
+  new_scale = tf.where(finite, tf.where(grow, scale * 2.0, scale),
+                       tf.maximum(scale / 2.0, 1.0))
+  new_good = tf.where(tf.logical_and(finite, tf.logical_not(grow)),
+                      good_steps + 1, 0)
+  update = tf.group(scale.assign(new_scale), good_steps.assign(new_good))
+  return safe, update
+
+
+def average_gradients(tower_grads):
+  """Averages each variable's gradient over the towers.
+
+  Args:
+    tower_grads: one list of (gradient, variable) per tower, all lists over
+      the same variables in the same order.
+
+  Returns:
+    One list of (averaged gradient, variable).
+  """
+  if len(tower_grads) == 1:
+    return tower_grads[0]
+  averaged = []
+  for grad_and_vars in zip(*tower_grads):
+    grad = tf.add_n([g for g, _ in grad_and_vars]) / len(grad_and_vars)
+    averaged.append((grad, grad_and_vars[0][1]))
+  return averaged
+
+
+def learning_rate(global_step, examples_per_step):
+  """The tutorial's schedule, counted in examples actually consumed.
+
+  0.1, times 0.1 every NUM_EPOCHS_PER_DECAY epochs (staircase). The decay
+  interval is in steps of `examples_per_step` images, so the schedule is the
+  same in epochs for any batch size, number of towers or workers.
+
+  Args:
+    global_step: integer scalar tensor.
+    examples_per_step: training images consumed by one global step.
+
+  Returns:
+    Scalar float32 learning rate.
+  """
+  num_batches_per_epoch = NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN / examples_per_step
+  decay_steps = max(1, int(num_batches_per_epoch * NUM_EPOCHS_PER_DECAY))
+  return tf.train.exponential_decay(INITIAL_LEARNING_RATE, global_step,
+                                    decay_steps, LEARNING_RATE_DECAY_FACTOR,
+                                    staircase=True)
+
+
+def _add_loss_summaries(tower_losses):
+  """Moving averages (decay 0.9) of the losses and their summaries.
+
+  Args:
+    tower_losses: dict loss name (without tower prefix) -> scalar tensors
+      of that loss, one per tower; each name is summarized at the towers'
+      mean, raw as '<name>_raw' and averaged as '<name>'.
+
+  Returns:
+    Op that updates the moving averages.
+  """
+  averages = tf.train.ExponentialMovingAverage(LOSS_AVERAGE_DECAY, name='avg')
+  means = []
+  for name in sorted(tower_losses):
+    values = tower_losses[name]
+    if len(values) == 1 and values[0].op.name == name:
+      means.append(values[0])  # Built outside any tower scope.
+    else:
+      # Named as in the tutorial's single-tower graph, so the averages are
+      # '<name>/avg' in checkpoints whatever the number of towers.
+      means.append(tf.identity(tf.add_n(values) / len(values), name=name))
+  loss_averages_op = averages.apply(means)
+  for name, mean in zip(sorted(tower_losses), means):
+    scalar_summary(name + '_raw', mean)
+    scalar_summary(name, averages.average(mean))
+  return loss_averages_op
+
+
+def tower_loss_terms(total_losses):
+  """The loss terms of each tower, grouped by name without the tower prefix.
+
+  Args:
+    total_losses: the total loss of each tower, from `loss`.
+
+  Returns:
+    dict such as {'cross_entropy': [...], 'local3/weight_loss': [...],
+    'total_loss': [...]}, one tensor per tower in each list.
+  """
+  terms = {}
+  for total in total_losses:
+    for term in list(total.op.inputs) + [total]:
+      terms.setdefault(_strip_tower(term.op.name), []).append(term)
+  return terms
+
+
+def train(total_loss, global_step, grads_and_vars=None,
+          examples_per_step=None, total_losses=None):
+  """Builds one training step.
+
+  Learning-rate schedule and summary, plain gradient descent, moving averages
+  of the losses (0.9) and of all trainable variables (0.9999, with the
+  global step as `num_updates`), histograms of variables and gradients.
+
+  Args:
+    total_loss: scalar loss from `loss` (single tower).
+    global_step: integer variable counting the training steps.
+    grads_and_vars: gradients to apply, e.g. averaged over towers; None
+      differentiates `total_loss`.
+    examples_per_step: images one step consumes; None for --batch_size.
+    total_losses: with towers, the total loss of each (for the loss
+      summaries); None means [total_loss].
+
+  Returns:
+    The train op.
+  """
+  examples_per_step = examples_per_step or FLAGS.batch_size
+  lr = learning_rate(global_step, examples_per_step)
+  scalar_summary('learning_rate', lr)
+  loss_averages_op = _add_loss_summaries(
+      tower_loss_terms(total_losses or [total_loss]))
+  if grads_and_vars is None:
+    grads_and_vars = compute_gradients(total_loss)
+
+  updates = []
+  if compute_dtype() == tf.float16:
+    grads_and_vars, scale_update = _apply_loss_scale(grads_and_vars)
+    updates.append(scale_update)
+
+  variable_averages = tf.train.ExponentialMovingAverage(
+      MOVING_AVERAGE_DECAY, global_step)
+  opt = tf.train.GradientDescentOptimizer(lr)
+  with tf.control_dependencies([loss_averages_op]):
+    apply_gradient_op = opt.apply_gradients(grads_and_vars,
+                                            global_step=global_step)
+
+  for var in tf.trainable_variables():
+    histogram_summary(var.op.name, var)
+  for grad, var in grads_and_vars:
+    if grad is not None:
+      histogram_summary(var.op.name + '/gradients', grad)
+
+  with tf.control_dependencies([apply_gradient_op]):
+    updates.append(variable_averages.apply(tf.trainable_variables()))
+  with tf.control_dependencies(updates):
+    return tf.no_op(name='train')
+
+
+def variables_to_restore():
+  """Maps the moving-average names in a checkpoint to the model variables,
+  for evaluation and prediction with the averaged weights."""
+  return tf.train.ExponentialMovingAverage(
+      MOVING_AVERAGE_DECAY).variables_to_restore()

@@ -1,0 +1,752 @@
+"""Downloads, verifies and safely extracts the CIFAR-10 binary data set.
+
+One call does it all and is cheap when the data are already there:
+
+  batches_dir = maybe_download_and_extract(data_dir)
+
+The steps, each of which can be resumed or repeated by running again:
+
+  1. If `<data_dir>/cifar-10-batches-bin` holds the six `.bin` files with
+     plausible sizes, return at once: no network, nothing written.
+  2. Take an exclusive lock in `data_dir`, so that two scripts started at the
+     same time download and extract once; the second finds the data ready.
+  3. Use `<data_dir>/cifar-10-binary.tar.gz` if it is there (a manual
+     download), otherwise download `data_url` (https://, http:// or file://)
+     into `cifar-10-binary.tar.gz.part`, resuming a partial file with an HTTP
+     Range request and retrying transient network errors with backoff.
+  4. Check the SHA-256 (and, for the official tarball, the size first). A
+     file that fails is renamed to `cifar-10-binary.tar.gz.bad-<sha prefix>`,
+     never used and never deleted.
+  5. Check every member of the archive before writing anything, write the
+     regular files under `cifar-10-batches-bin/` into a temporary directory
+     and rename it into place, so a reader never sees a half-written set.
+
+Every failure a user can cause or fix is a `DownloadError` with a one-line
+message that names the URL, file or values involved. Only this module's own
+temporary files are ever removed; nothing outside `data_dir` is written.
+
+This module uses only the standard library (no TensorFlow calls), so it is
+quick to test; the file-layout constants come from `cifar10_input`.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import errno
+import fcntl
+import hashlib
+import http.client
+import os
+import shutil
+import ssl
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+
+import cifar10_input
+
+DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
+DATA_SHA256 = ('c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd')
+DATA_BYTES = 170052171
+
+# Names inside data_dir. The tarball keeps the official name so that a manual
+# download dropped into data_dir is found.
+TARBALL_NAME = 'cifar-10-binary.tar.gz'
+PART_SUFFIX = '.part'
+BAD_SUFFIX = '.bad-'
+LOCK_NAME = '.cifar10-download.lock'
+EXTRACT_PREFIX = '.extract-'
+
+# Network behaviour. Attempts count consecutive failures that made no
+# progress, so a flaky link that keeps delivering more bytes is not given up
+# on. The base delay doubles after each failure; tests lower it, and the
+# CIFAR10_DOWNLOAD_RETRY_SECONDS environment variable does the same for
+# subprocesses.
+MAX_ATTEMPTS = 5
+try:
+  RETRY_BASE_SECONDS = float(
+      os.environ.get('CIFAR10_DOWNLOAD_RETRY_SECONDS', '1.0'))
+except ValueError:
+  RETRY_BASE_SECONDS = 1.0
+TIMEOUT_SECONDS = 30.0
+CHUNK_BYTES = 1 << 16
+USER_AGENT = 'cifar10-tutorial-download/1.0'
+
+# Progress: a redrawn bar on a terminal at most this often, and otherwise one
+# plain line each time another PLAIN_STEP_PERCENT of the file has arrived.
+TTY_REFRESH_SECONDS = 0.1
+PLAIN_STEP_PERCENT = 10
+
+_EXPECTED_BIN_FILES = cifar10_input.TRAIN_FILES + cifar10_input.EVAL_FILES
+_HASH_BLOCK_BYTES = 1 << 20
+_MB = 1e6
+
+
+class DownloadError(ValueError):
+  """A problem getting the data set, described in one line for the user."""
+
+  def __init__(self, message):
+    # Messages include exception texts and server reasons; collapsing the
+    # whitespace keeps the promise of one line whatever they contain.
+    super(DownloadError, self).__init__(' '.join(str(message).split()))
+
+
+class _RetryableError(Exception):
+  """A network failure that may go away if the request is repeated."""
+
+
+def maybe_download_and_extract(data_dir, data_url=DATA_URL,
+                               sha256=DATA_SHA256):
+  """Makes sure `<data_dir>/cifar-10-batches-bin` holds the data set.
+
+  Args:
+    data_dir: directory for the tarball and the extracted files; created if
+      missing.
+    data_url: https://, http:// or file:// URL of cifar-10-binary.tar.gz.
+    sha256: hex SHA-256 the tarball must have (any letter case).
+
+  Returns:
+    The path of `<data_dir>/cifar-10-batches-bin`.
+
+  Raises:
+    DownloadError: with a one-line message naming the URL, file or values at
+      fault, for every problem a user can cause or fix.
+  """
+  expected_sha = _check_sha256(sha256)
+  scheme = _check_url(data_url)
+  batches_dir = os.path.join(data_dir, cifar10_input.BATCHES_DIR)
+  # Extraction renames a complete directory into place, so a directory that
+  # is there but fails this check was not left by a running download: it is
+  # reported rather than waited for or replaced.
+  if _data_ready(batches_dir):
+    return batches_dir
+
+  _make_data_dir(data_dir)
+  with _DirLock(data_dir):
+    # Another process may have finished while this one waited for the lock.
+    if _data_ready(batches_dir):
+      return batches_dir
+    tarball = _get_tarball(data_dir, data_url, scheme, expected_sha)
+    _extract(tarball, data_dir, batches_dir)
+  print('CIFAR-10 data ready in %s' % batches_dir)
+  sys.stdout.flush()
+  return batches_dir
+
+
+def _check_sha256(sha256):
+  """The expected digest in lower case, or an error for a malformed value."""
+  value = str(sha256 or '').strip().lower()
+  if len(value) != 64 or any(c not in '0123456789abcdef' for c in value):
+    raise DownloadError('expected SHA-256 %r is not 64 hexadecimal digits'
+                        % (sha256,))
+  return value
+
+
+def _check_url(data_url):
+  """The URL's scheme ('https', 'http' or 'file'), or an error."""
+  scheme = urllib.parse.urlsplit(str(data_url)).scheme.lower()
+  if scheme not in ('https', 'http', 'file'):
+    raise DownloadError(
+        'unsupported data URL %r: use an https://, http:// or file:// URL'
+        % (data_url,))
+  return scheme
+
+
+def _data_ready(batches_dir):
+  """Whether the extracted data set is complete.
+
+  Returns:
+    True if every `.bin` file is there with a whole, non-zero number of
+    records; False if `batches_dir` does not exist.
+
+  Raises:
+    DownloadError: if `batches_dir` exists but is incomplete or damaged.
+      It may hold the user's own files, so it is never deleted or replaced:
+      the message says what to move away.
+  """
+  if not os.path.lexists(batches_dir):
+    return False
+  advice = ('move %s away (nothing is deleted automatically) and rerun to '
+            'download and extract the data set again' % batches_dir)
+  if not os.path.isdir(batches_dir):
+    raise DownloadError('%s exists but is not a directory; %s'
+                        % (batches_dir, advice))
+  for name in _EXPECTED_BIN_FILES:
+    path = os.path.join(batches_dir, name)
+    try:
+      size = os.stat(path).st_size
+    except OSError as e:
+      raise DownloadError('incomplete CIFAR-10 data: cannot read %s (%s); %s'
+                          % (path, e.strerror, advice))
+    if size == 0 or size % cifar10_input.RECORD_BYTES:
+      raise DownloadError(
+          'bad CIFAR-10 file %s: %d bytes is not a whole number of %d-byte '
+          'records; %s' % (path, size, cifar10_input.RECORD_BYTES, advice))
+  return True
+
+
+def _make_data_dir(data_dir):
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as e:
+    raise DownloadError('cannot create data directory %s (%s)'
+                        % (data_dir, e.strerror or e))
+
+
+class _DirLock(object):
+  """An exclusive flock on a file in data_dir, held while `with` runs.
+
+  The lock file is left in place: removing it would let a third process lock
+  a new file while the second still holds the old one.
+  """
+
+  def __init__(self, data_dir):
+    self._data_dir = data_dir
+    self._path = os.path.join(data_dir, LOCK_NAME)
+    self._fd = None
+
+  def __enter__(self):
+    try:
+      self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+      raise DownloadError('cannot write to data directory %s (%s: %s)'
+                          % (self._data_dir, self._path, e.strerror))
+    try:
+      try:
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        print('Waiting for another process that is getting the data set into '
+              '%s (lock %s)' % (self._data_dir, self._path))
+        sys.stdout.flush()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+    except OSError as e:
+      # Some network file systems have no flock; working unlocked is what the
+      # tutorial always did, so warn rather than refuse.
+      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+        os.close(self._fd)
+        raise DownloadError('cannot lock %s (%s)' % (self._path, e.strerror))
+      print('Warning: cannot lock %s (%s); do not start two downloads into '
+            '%s at once' % (self._path, e.strerror, self._data_dir),
+            file=sys.stderr)
+    return self
+
+  def __exit__(self, *unused_exc_info):
+    # Closing the descriptor releases the lock.
+    os.close(self._fd)
+    self._fd = None
+    return False
+
+
+def _get_tarball(data_dir, data_url, scheme, expected_sha):
+  """A verified tarball in data_dir, downloaded unless already there.
+
+  Returns:
+    The path of `<data_dir>/cifar-10-binary.tar.gz`.
+  """
+  tarball = os.path.join(data_dir, TARBALL_NAME)
+  if os.path.exists(tarball):
+    print('Using %s, already in %s' % (TARBALL_NAME, data_dir))
+    _verify(tarball, tarball, expected_sha, 'found in %s' % data_dir)
+    return tarball
+
+  part = tarball + PART_SUFFIX
+  if scheme == 'file':
+    _copy_local(data_url, part, tarball)
+  else:
+    _download(data_url, part, tarball)
+  _verify(part, tarball, expected_sha, 'downloaded from %s' % data_url)
+  try:
+    os.replace(part, tarball)
+  except OSError as e:
+    raise DownloadError('cannot move %s to %s (%s)'
+                        % (part, tarball, e.strerror))
+  return tarball
+
+
+def _file_size(path):
+  try:
+    return os.stat(path).st_size
+  except FileNotFoundError:
+    return 0
+
+
+def _open_for_write(path, mode):
+  try:
+    return open(path, mode)
+  except OSError as e:
+    raise DownloadError('cannot write %s (%s)' % (path, e.strerror))
+
+
+def _write(f, data, path):
+  # Local write errors (a full disk) are not worth retrying like network
+  # errors, so they become a DownloadError here rather than an OSError.
+  try:
+    f.write(data)
+  except OSError as e:
+    raise DownloadError('cannot write %s (%s)' % (path, e.strerror))
+
+
+def _finish_file(f, path):
+  """Flushes `f` to disk so a renamed file is complete even after a crash."""
+  try:
+    f.flush()
+    os.fsync(f.fileno())
+  except OSError as e:
+    raise DownloadError('cannot write %s (%s)' % (path, e.strerror))
+
+
+def _copy_local(data_url, part, tarball):
+  """Copies the file a file:// URL names to `part`."""
+  parts = urllib.parse.urlsplit(data_url)
+  if parts.netloc not in ('', 'localhost'):
+    raise DownloadError('file URL %r names host %r: use file:///absolute/path'
+                        % (data_url, parts.netloc))
+  source = urllib.request.url2pathname(parts.path)
+  try:
+    src = open(source, 'rb')
+  except OSError as e:
+    raise DownloadError('cannot read %s (%s: %s); put a copy of %s at %s '
+                        'instead' % (data_url, source, e.strerror,
+                                     TARBALL_NAME, tarball))
+  with src:
+    total = os.fstat(src.fileno()).st_size
+    progress = _Progress('Copying %s to %s' % (source, part))
+    progress.start(0, total)
+    done = 0
+    with _open_for_write(part, 'wb') as dst:
+      while True:
+        try:
+          chunk = src.read(CHUNK_BYTES)
+        except OSError as e:
+          raise DownloadError('cannot read %s (%s)' % (data_url, e.strerror))
+        if not chunk:
+          break
+        _write(dst, chunk, part)
+        done += len(chunk)
+        progress.update(done)
+      _finish_file(dst, part)
+    progress.finish(done)
+
+
+def _download(url, part, tarball):
+  """Downloads `url` into `part`, resuming and retrying as needed.
+
+  Raises:
+    DownloadError: for a permanent HTTP error, or when MAX_ATTEMPTS attempts
+      in a row failed without getting any further.
+  """
+  progress = _Progress('Downloading %s to %s' % (url, part))
+  furthest = _file_size(part)
+  failures = 0
+  while True:
+    try:
+      _fetch_once(url, part, tarball, progress)
+      return
+    except _RetryableError as e:
+      size = _file_size(part)
+      if size > furthest:
+        # Bytes arrived before the failure: the network works, so a drop
+        # every so often should not exhaust the attempts.
+        furthest = size
+        failures = 0
+      failures += 1
+      if failures >= MAX_ATTEMPTS:
+        raise DownloadError(
+            'cannot download %s (%s; %d attempts failed); check the network '
+            'and rerun, or download %s by other means and put it at %s'
+            % (url, e, failures, TARBALL_NAME, tarball))
+      delay = RETRY_BASE_SECONDS * 2 ** (failures - 1)
+      progress.note('%s; retrying in %.1f s (attempt %d of %d)'
+                    % (e, delay, failures + 1, MAX_ATTEMPTS))
+      time.sleep(delay)
+
+
+def _content_range(value):
+  """(first byte, total or None) from a Content-Range header, or None."""
+  try:
+    unit, spec = value.strip().split(None, 1)
+    span, total = spec.split('/', 1)
+    first = int(span.split('-', 1)[0])
+  except (AttributeError, ValueError):
+    return None
+  if unit.lower() != 'bytes':
+    return None
+  return first, (None if total.strip() == '*' else int(total))
+
+
+def _fetch_once(url, part, tarball, progress):
+  """One HTTP request: resumes `part` if it has bytes, else starts afresh.
+
+  Raises:
+    _RetryableError: for failures that another attempt may not have.
+    DownloadError: for failures that it would have too.
+  """
+  offset = _file_size(part)
+  request = urllib.request.Request(url, headers={'User-Agent': USER_AGENT})
+  if offset:
+    request.add_header('Range', 'bytes=%d-' % offset)
+  try:
+    response = urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
+  except urllib.error.HTTPError as e:
+    e.close()
+    if e.code == 416 and offset:
+      # Nothing left past `offset`: the part is already whole (or too long,
+      # which verification reports).
+      return
+    if e.code >= 500 or e.code in (408, 429):
+      raise _RetryableError('HTTP %d %s' % (e.code, e.reason))
+    raise DownloadError('cannot download %s (HTTP %d %s); check the URL, or '
+                        'download %s by other means and put it at %s'
+                        % (url, e.code, e.reason, TARBALL_NAME, tarball))
+  except urllib.error.URLError as e:
+    if isinstance(e.reason, ssl.SSLCertVerificationError):
+      raise DownloadError('cannot download %s (%s); download %s by other '
+                          'means and put it at %s'
+                          % (url, e.reason, TARBALL_NAME, tarball))
+    raise _RetryableError(str(e.reason))
+  except (http.client.HTTPException, OSError) as e:
+    raise _RetryableError(str(e) or type(e).__name__)
+
+  with response:
+    status = response.getcode()
+    length = response.headers.get('Content-Length')
+    length = int(length) if length and length.strip().isdigit() else None
+    if status == 206:
+      span = _content_range(response.headers.get('Content-Range'))
+      if span is None or span[0] != offset:
+        # The body is some other part of the file; start again cleanly.
+        _open_for_write(part, 'wb').close()
+        raise _RetryableError('server sent bytes from %s, not from %d'
+                              % (span and span[0], offset))
+      mode = 'ab'
+      if span[1] is not None:
+        total = span[1]
+      else:
+        total = None if length is None else offset + length
+    else:
+      if offset:
+        progress.note('%s ignored the request to resume at byte %d; '
+                      'starting again from 0' % (url, offset))
+        offset = 0
+      mode = 'wb'
+      total = length
+    progress.start(offset, total)
+    done = offset
+    with _open_for_write(part, mode) as f:
+      while True:
+        try:
+          chunk = response.read(CHUNK_BYTES)
+        except (http.client.HTTPException, OSError) as e:
+          raise _RetryableError('connection lost after %d bytes (%s)'
+                                % (done, str(e) or type(e).__name__))
+        if not chunk:
+          break
+        _write(f, chunk, part)
+        done += len(chunk)
+        progress.update(done)
+      _finish_file(f, part)
+    if total is not None and done < total:
+      raise _RetryableError('connection closed after %d of %d bytes'
+                            % (done, total))
+    progress.finish(done)
+
+
+class _Progress(object):
+  """Reports how a download goes on stdout.
+
+  On a terminal a single line is redrawn with a bar, the percentage, the
+  megabytes and the rate; elsewhere (logs, CI) a plain line is printed every
+  PLAIN_STEP_PERCENT so the log stays short.
+  """
+
+  def __init__(self, title):
+    self._out = sys.stdout
+    self._tty = _isatty(self._out)
+    self._title = title
+    self._announced = False
+    self._drawn = False
+    self._last_draw = 0.0
+    self._last_step = 0
+    self._total = None
+    self._start_bytes = 0
+    self._start_time = time.time()
+
+  def start(self, offset, total):
+    """Called as each attempt starts, at byte `offset` of `total` (or None)."""
+    if not self._announced:
+      self._line(self._title)
+      self._announced = True
+    if offset:
+      self._line('Resuming at %.1f MB' % (offset / _MB))
+    self._total = total
+    self._start_bytes = offset
+    self._start_time = time.time()
+    self._last_step = self._step(offset)
+
+  def update(self, done):
+    if self._tty:
+      now = time.time()
+      if now - self._last_draw >= TTY_REFRESH_SECONDS:
+        self._draw(done)
+        self._last_draw = now
+    elif self._total:
+      step = self._step(done)
+      if step > self._last_step:
+        self._last_step = step
+        self._line('  %s' % self._status(done))
+
+  def finish(self, done):
+    if self._tty:
+      self._draw(done)
+      self._end_bar()
+    elif not self._total or self._step(done) > self._last_step:
+      self._line('  %s' % self._status(done))
+    self._last_step = self._step(done)
+
+  def note(self, message):
+    self._line(message)
+
+  def _step(self, done):
+    if not self._total:
+      return 0
+    percent = min(100, done * 100 // self._total)
+    return percent // PLAIN_STEP_PERCENT * PLAIN_STEP_PERCENT
+
+  def _status(self, done):
+    elapsed = max(time.time() - self._start_time, 1e-6)
+    rate = (done - self._start_bytes) / _MB / elapsed
+    if self._total:
+      return '%5.1f%%  %.1f of %.1f MB  %.1f MB/s' % (
+          min(100.0, 100.0 * done / self._total), done / _MB,
+          self._total / _MB, rate)
+    return '%.1f MB  %.1f MB/s' % (done / _MB, rate)
+
+  def _draw(self, done):
+    width = 30
+    if self._total:
+      filled = min(width, width * done // self._total)
+      bar = '[%s%s] ' % ('#' * filled, '.' * (width - filled))
+    else:
+      bar = ''
+    self._out.write('\r  %s%s ' % (bar, self._status(done)))
+    self._out.flush()
+    self._drawn = True
+
+  def _end_bar(self):
+    if self._drawn:
+      self._out.write('\n')
+      self._drawn = False
+
+  def _line(self, text):
+    self._end_bar()
+    self._out.write(text + '\n')
+    self._out.flush()
+
+
+def _isatty(stream):
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):
+    return False
+
+
+def _sha256_of(path):
+  digest = hashlib.sha256()
+  try:
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(_HASH_BLOCK_BYTES), b''):
+        digest.update(block)
+  except OSError as e:
+    raise DownloadError('cannot read %s (%s)' % (path, e.strerror))
+  return digest.hexdigest()
+
+
+def _set_aside(path, tarball, actual_sha):
+  """Renames a file that failed verification; it is kept for inspection."""
+  base = '%s%s%s' % (tarball, BAD_SUFFIX, actual_sha[:12])
+  target = base
+  count = 1
+  # os.rename would silently replace an earlier bad file of the same name.
+  while os.path.lexists(target):
+    count += 1
+    target = '%s-%d' % (base, count)
+  try:
+    os.rename(path, target)
+  except OSError as e:
+    raise DownloadError('cannot rename bad file %s to %s (%s)'
+                        % (path, target, e.strerror))
+  return target
+
+
+def _verify(path, tarball, expected_sha, origin):
+  """Checks `path` against the expected size and SHA-256.
+
+  A file that fails is renamed by _set_aside before the error is raised, so
+  the next run downloads again instead of failing the same way.
+
+  Args:
+    path: the file to check.
+    tarball: the tarball's final path, which names the set-aside file.
+    expected_sha: lower-case hex digest.
+    origin: where the file came from, for the message.
+  """
+  print('Verifying %s' % path)
+  sys.stdout.flush()
+  try:
+    size = os.stat(path).st_size
+  except OSError as e:
+    raise DownloadError('cannot read %s (%s)' % (path, e.strerror))
+  actual_sha = _sha256_of(path)
+  if expected_sha == DATA_SHA256 and size != DATA_BYTES:
+    # The size says more than a digest when a transfer was cut short.
+    bad = _set_aside(path, tarball, actual_sha)
+    raise DownloadError(
+        'size mismatch for %s (%s): expected %d bytes, got %d; set aside as '
+        '%s; rerun to download again' % (TARBALL_NAME, origin, DATA_BYTES,
+                                          size, bad))
+  if actual_sha != expected_sha:
+    bad = _set_aside(path, tarball, actual_sha)
+    raise DownloadError(
+        'checksum mismatch for %s (%s): expected sha256 %s, got %s; set '
+        'aside as %s; rerun to download again, or check the expected '
+        'SHA-256' % (TARBALL_NAME, origin, expected_sha, actual_sha, bad))
+
+
+# Archive members are read through these; anything they raise means the file
+# is not a readable gzip-compressed tar archive.
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def _member_kind(member):
+  """A description of a member type that is never extracted, or None."""
+  if member.issym():
+    return 'a symbolic link to %r' % member.linkname
+  if member.islnk():
+    return 'a hard link to %r' % member.linkname
+  if member.ischr():
+    return 'a character device'
+  if member.isblk():
+    return 'a block device'
+  if member.isfifo():
+    return 'a fifo'
+  if not (member.isreg() or member.isdir()):
+    return 'of unsupported type %r' % member.type
+  return None
+
+
+def _plan(members, tarball):
+  """Checks every member and lists the files to write.
+
+  Everything is checked before anything is written, so a refused archive
+  leaves no trace.
+
+  Returns:
+    List of (member, path parts relative to cifar-10-batches-bin).
+
+  Raises:
+    DownloadError: naming the first member that is refused, or the first
+      expected .bin file that is missing or has a bad size.
+  """
+  top = cifar10_input.BATCHES_DIR
+  refused = 'refusing to extract %s: member %%r %%s' % tarball
+  files = []
+  for member in members:
+    name = member.name
+    if name.startswith('/') or os.path.isabs(name):
+      raise DownloadError(refused % (name, 'has an absolute path'))
+    parts = [p for p in name.split('/') if p not in ('', '.')]
+    if '..' in parts:
+      raise DownloadError(refused % (name, 'has a ".." component'))
+    kind = _member_kind(member)
+    if kind:
+      raise DownloadError(refused % (name, 'is %s; only regular files are '
+                                     'extracted' % kind))
+    if member.isdir() and (not parts or parts == [top]):
+      continue  # Directories are created here, not copied from the archive.
+    if len(parts) < 2 or parts[0] != top:
+      raise DownloadError(refused % (name, 'is outside %s/' % top))
+    if member.isdir():
+      continue
+    files.append((member, parts[1:]))
+
+  sizes = {'/'.join(parts): member.size for member, parts in files}
+  for name in _EXPECTED_BIN_FILES:
+    if name not in sizes:
+      raise DownloadError('%s does not hold the CIFAR-10 binary data set: '
+                          '%s/%s is missing' % (tarball, top, name))
+    if sizes[name] == 0 or sizes[name] % cifar10_input.RECORD_BYTES:
+      raise DownloadError(
+          '%s has a bad %s/%s: %d bytes is not a whole number of %d-byte '
+          'records' % (tarball, top, name, sizes[name],
+                       cifar10_input.RECORD_BYTES))
+  return files
+
+
+def _extract(tarball, data_dir, batches_dir):
+  """Extracts the checked members of `tarball` into `batches_dir` at once.
+
+  Files go to a new directory inside a temporary one in data_dir (same file
+  system, so the final rename is atomic); the temporary directory is removed
+  if anything fails.
+  """
+  print('Extracting %s' % tarball)
+  sys.stdout.flush()
+  corrupt = ('cannot read %s as a gzip-compressed tar archive (%%s); move it '
+             'away and rerun to download it again' % tarball)
+  try:
+    tar = tarfile.open(tarball, 'r:gz')
+  except _ARCHIVE_ERRORS as e:
+    raise DownloadError(corrupt % (e,))
+  with tar:
+    try:
+      # Reading every header also decompresses the whole stream, so most
+      # corruption shows here, before anything is written.
+      members = tar.getmembers()
+    except _ARCHIVE_ERRORS as e:
+      raise DownloadError(corrupt % (e,))
+    files = _plan(members, tarball)
+
+    try:
+      temp_dir = tempfile.mkdtemp(dir=data_dir, prefix=EXTRACT_PREFIX)
+    except OSError as e:
+      raise DownloadError('cannot write to data directory %s (%s)'
+                          % (data_dir, e.strerror))
+    try:
+      # mkdtemp's directory is private (0700); a plain mkdir inside it gets
+      # the usual permissions for the directory that is kept.
+      staged = os.path.join(temp_dir, cifar10_input.BATCHES_DIR)
+      os.mkdir(staged)
+      for member, parts in files:
+        _extract_member(tar, member, staged, parts, corrupt)
+      os.rename(staged, batches_dir)
+    except OSError as e:
+      raise DownloadError('cannot extract %s into %s (%s)'
+                          % (tarball, data_dir, e))
+    finally:
+      shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _extract_member(tar, member, staged, parts, corrupt):
+  target = os.path.join(staged, *parts)
+  if len(parts) > 1:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+  try:
+    src = tar.extractfile(member)
+  except _ARCHIVE_ERRORS as e:
+    raise DownloadError(corrupt % (e,))
+  with src, _open_for_write(target, 'wb') as dst:
+    while True:
+      try:
+        chunk = src.read(CHUNK_BYTES)
+      except _ARCHIVE_ERRORS as e:
+        raise DownloadError(corrupt % (e,))
+      if not chunk:
+        break
+      _write(dst, chunk, target)
+    _finish_file(dst, target)
