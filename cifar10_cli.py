@@ -1,0 +1,146 @@
+"""Command-line plumbing shared by the suite's scripts.
+
+  run(main)           parse flags strictly, run main, turn errors into one line
+  log(message)        the one timestamped log-line format
+  tensorboard_hint()  the command that shows training and evaluation together
+
+`tf.compat.v1.app.run` ignores flags it does not know, so `--max_step=5`
+would train with the default; `run` rejects them instead.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import datetime
+import os
+import sys
+import traceback
+
+from absl import app
+import tensorflow.compat.v1 as tf
+
+FLAGS = tf.app.flags.FLAGS
+
+tf.app.flags.DEFINE_boolean(
+    'verbose', False,
+    """Print the full traceback of an error, not just its one-line message.""")
+
+
+class UsageError(Exception):
+  """A problem the user can fix: printed as one line, exit status 2."""
+
+
+def _prog():
+  return os.path.basename(sys.argv[0])
+
+
+def fail(message, status=1):
+  """Prints `<script>: error: <message>` on stderr and exits."""
+  sys.stderr.write('%s: error: %s\n' % (_prog(), message))
+  sys.stderr.flush()
+  sys.exit(status)
+
+
+def _parse_flags(argv):
+  """Parses every flag strictly: unknown or invalid flags are an error."""
+  try:
+    return FLAGS(argv)
+  except tf.app.flags.Error as e:
+    fail('%s (see --helpfull)' % _one_line(e), status=2)
+
+
+def _one_line(error):
+  """The first line of an error message (TensorFlow adds graph context)."""
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0]
+
+
+def run(main):
+  """Runs `main(argv)` under strict flag parsing and one-line errors.
+
+  Errors the user can cause (bad data, flags, files, checkpoints) are
+  ValueError, OSError, TensorFlow errors or UsageError: they print one line
+  naming the problem and exit 1 (2 for usage), with the traceback only
+  under --verbose.
+  """
+
+  def guarded(argv):
+    # The scripts are TensorFlow 1.x programs: graphs and sessions.
+    tf.disable_eager_execution()
+    try:
+      return main(argv)
+    except UsageError as e:
+      _report(e, 2)
+    except (ValueError, OSError, tf.errors.OpError) as e:
+      _report(e, 1)
+
+  # TensorFlow's logger has its own handler; absl's root handler would print
+  # every line a second time.
+  tf.get_logger().propagate = False
+  app.run(guarded, flags_parser=_parse_flags)
+
+
+def _report(error, status):
+  if FLAGS.verbose:
+    traceback.print_exc()
+  fail(_one_line(error), status)
+
+
+def log(message):
+  """Prints `<timestamp>: <message>`, the tutorial's log-line format."""
+  print('%s: %s' % (datetime.datetime.now(), message))
+  sys.stdout.flush()
+
+
+def tensorboard_hint(train_dir, eval_dir):
+  """The command that shows training and evaluation side by side."""
+  return 'tensorboard --logdir_spec=train:%s,eval:%s' % (train_dir, eval_dir)
+
+
+def positive(name):
+  """Registers a validator: flag `name` must be a positive integer."""
+  tf.app.flags.register_validator(
+      name, lambda value: value > 0,
+      message='--%s must be a positive integer' % name)
+
+
+def non_negative(name):
+  """Registers a validator: flag `name` must be zero or more."""
+  tf.app.flags.register_validator(
+      name, lambda value: value >= 0,
+      message='--%s must not be negative' % name)
+
+
+def check_checkpoint(checkpoint_path, var_map):
+  """Checks that a checkpoint holds every variable with the model's shape.
+
+  Restoring a checkpoint of another model fails deep inside TensorFlow with
+  a message about Assign ops; this names the variable and both shapes.
+
+  Args:
+    checkpoint_path: checkpoint prefix, e.g. '/tmp/cifar10_train/model.ckpt-5'.
+    var_map: dict name in the checkpoint -> variable of the model.
+
+  Raises:
+    ValueError: naming the checkpoint, the variable and the shapes.
+    tf.errors.NotFoundError: if the checkpoint is gone (a trainer may delete
+      old ones at any time).
+  """
+  shapes = tf.train.load_checkpoint(checkpoint_path).get_variable_to_shape_map()
+  for name in sorted(var_map):
+    expected = var_map[name].shape.as_list()
+    if name not in shapes:
+      raise ValueError(
+          'checkpoint %s has no variable %s: it was written by a different '
+          'model' % (checkpoint_path, name))
+    if list(shapes[name]) != expected:
+      raise ValueError(
+          'checkpoint %s was written by a different model: variable %s has '
+          'shape %s there but %s here'
+          % (checkpoint_path, name, list(shapes[name]), expected))
+
+
+def checkpoint_step(checkpoint_path):
+  """The global step saved in a checkpoint."""
+  return int(tf.train.load_variable(checkpoint_path, 'global_step'))

@@ -1,0 +1,273 @@
+"""Evaluates CIFAR-10 checkpoints with the moving averages of the weights.
+
+  python cifar10_eval.py [--checkpoint_dir=/tmp/cifar10_train] [--run_once]
+
+Runs next to cifar10_train.py: it watches --checkpoint_dir and evaluates each
+new checkpoint once, on exactly --num_examples images (each once, the last
+partial batch included), and prints the tutorial's line
+
+  <timestamp>: precision @ 1 = 0.860 (top-1 accuracy: 8600 / 10000 correct, ...)
+
+followed by per-class accuracy and the confusion matrix. It writes summaries
+to --eval_dir and nothing to the data or checkpoint directories.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import json
+import os
+import signal
+import struct
+import sys
+import tempfile
+import time
+import zlib
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import cifar10
+import cifar10_cli
+import cifar10_input
+
+FLAGS = tf.app.flags.FLAGS
+
+tf.app.flags.DEFINE_string('eval_dir', '/tmp/cifar10_eval',
+                           """Directory where to write event logs.""")
+tf.app.flags.DEFINE_enum('eval_data', 'test', ['test', 'train_eval'],
+                         """Either 'test' or 'train_eval'.""")
+tf.app.flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train',
+                           """Directory where to read model checkpoints.""")
+tf.app.flags.DEFINE_integer('eval_interval_secs', 300,
+                            """How often to look for a new checkpoint.""")
+tf.app.flags.DEFINE_integer('num_examples', 10000,
+                            """Number of examples to run.""")
+tf.app.flags.DEFINE_boolean('run_once', False,
+                            """Whether to run eval only once.""")
+tf.app.flags.DEFINE_string(
+    'report_json', '',
+    """If set, write the figures of each evaluation (counts, per-class
+    accuracy, confusion matrix) to this JSON file.""")
+
+for _name in ('batch_size', 'num_examples', 'eval_interval_secs'):
+  cifar10_cli.positive(_name)
+
+class _Evaluator(object):
+  """The evaluation graph, built once, and one evaluation per checkpoint.
+
+  Each evaluation runs in a new session, which restarts the input from the
+  first image.
+  """
+
+  def __init__(self, eval_data, num_examples, class_names):
+    self.class_names = class_names
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      images, self.labels = cifar10.inputs(eval_data, num_examples)
+      logits = cifar10.inference(images)
+      self.predictions = tf.argmax(logits, 1, output_type=tf.int32)
+      self.var_map = cifar10.variables_to_restore()
+      self.saver = tf.train.Saver(self.var_map)
+      self.summary_op = tf.summary.merge_all()
+    self.writer = tf.summary.FileWriter(FLAGS.eval_dir, self.graph)
+
+  def evaluate(self, checkpoint):
+    """Evaluates one checkpoint.
+
+    Returns:
+      (global step, confusion matrix [true, predicted] as int64 numpy array).
+
+    Raises:
+      tf.errors.NotFoundError: if the checkpoint was deleted meanwhile.
+      ValueError: if it was written by a different model.
+    """
+    cifar10_cli.check_checkpoint(checkpoint, self.var_map)
+    step = cifar10_cli.checkpoint_step(checkpoint)
+    config = tf.ConfigProto(allow_soft_placement=True)
+    # Take GPU memory as needed, leaving the rest to a trainer next to us.
+    config.gpu_options.allow_growth = True
+    confusion = np.zeros((cifar10.NUM_CLASSES, cifar10.NUM_CLASSES), np.int64)
+    with tf.Session(graph=self.graph, config=config) as sess:
+      self.saver.restore(sess, checkpoint)
+      # The summaries (input images) come with the first batch: running
+      # them on their own would consume a batch.
+      labels, predictions, summary = sess.run(
+          [self.labels, self.predictions, self.summary_op])
+      while True:
+        np.add.at(confusion, (labels, predictions), 1)
+        try:
+          labels, predictions = sess.run([self.labels, self.predictions])
+        except tf.errors.OutOfRangeError:
+          break
+    self._write_summaries(summary, step, confusion)
+    return step, confusion
+
+  def _write_summaries(self, summary_str, step, confusion):
+    summary = tf.Summary()
+    summary.ParseFromString(summary_str)
+    summary.value.add(tag='Precision @ 1',
+                      simple_value=np.trace(confusion) / confusion.sum())
+    summary.value.add(tag='confusion_matrix', image=_confusion_image(confusion))
+    self.writer.add_summary(summary, step)
+    self.writer.flush()
+
+
+def _png(pixels):
+  """PNG bytes of an 8-bit grayscale image (2-D uint8 array)."""
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data +
+            struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+  height, width = pixels.shape
+  rows = b''.join(b'\0' + row.tobytes() for row in pixels)
+  return (b'\x89PNG\r\n\x1a\n' +
+          chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+          + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b''))
+
+
+def _confusion_image(confusion, cell=16):
+  """The confusion matrix as an image: row i, column j is white in
+  proportion to the share of class i predicted as class j."""
+  totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  shares = (255 * confusion / totals).astype(np.uint8)
+  pixels = np.kron(shares, np.ones((cell, cell), np.uint8))
+  height, width = pixels.shape
+  return tf.Summary.Image(height=height, width=width, colorspace=1,
+                          encoded_image_string=_png(pixels))
+
+
+def report(confusion, class_names, step, checkpoint):
+  """The figures of one evaluation, as a JSON-ready dict."""
+  correct = np.diag(confusion)
+  totals = confusion.sum(axis=1)
+  return {
+      'checkpoint': checkpoint,
+      'global_step': int(step),
+      'num_examples': int(totals.sum()),
+      'correct': int(correct.sum()),
+      'precision_at_1': float(correct.sum() / max(totals.sum(), 1)),
+      'per_class': [
+          {'class': name, 'correct': int(c), 'total': int(t),
+           'accuracy': float(c / t) if t else None}
+          for name, c, t in zip(class_names, correct, totals)],
+      'confusion_matrix': confusion.tolist(),
+  }
+
+
+def print_report(figures):
+  """Prints the tutorial's precision line, then per-class accuracy and the
+  confusion matrix."""
+  cifar10_cli.log(
+      'precision @ 1 = %.3f (top-1 accuracy: %d / %d correct, checkpoint at '
+      'step %d)' % (figures['precision_at_1'], figures['correct'],
+                    figures['num_examples'], figures['global_step']))
+  names = [c['class'] for c in figures['per_class']]
+  width = max(len(n) for n in names)
+  lines = ['%-*s  %7s / %-7s %s' % (width, 'class', 'correct', 'total',
+                                     'accuracy')]
+  for c in figures['per_class']:
+    accuracy = '%.3f' % c['accuracy'] if c['total'] else '-'
+    lines.append('%-*s  %7d / %-7d %s' % (width, c['class'], c['correct'],
+                                          c['total'], accuracy))
+  lines.append('confusion matrix (rows: true class, columns: predicted):')
+  lines.append('%-*s ' % (width, '') + ' '.join('%6.6s' % n for n in names))
+  for name, row in zip(names, figures['confusion_matrix']):
+    lines.append('%-*s ' % (width, name) + ' '.join('%6d' % v for v in row))
+  print('\n'.join(lines))
+  sys.stdout.flush()
+
+
+def _write_json(path, figures):
+  """Writes `figures` to `path` atomically (no half-written report)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.report-')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(figures, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _checkpoints(checkpoint_dir):
+  """Checkpoints listed in the directory's state file, oldest first."""
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  if state is None:
+    return []
+  return list(state.all_model_checkpoint_paths) or [
+      state.model_checkpoint_path]
+
+
+class _Stop(object):
+  """SIGINT/SIGTERM end the watch between evaluations."""
+  signum = None
+
+  @classmethod
+  def install(cls):
+    def handler(signum, unused_frame):
+      cls.signum = signum
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(signum, handler)
+
+
+def _evaluate_and_report(evaluator, checkpoint):
+  step, confusion = evaluator.evaluate(checkpoint)
+  figures = report(confusion, evaluator.class_names, step, checkpoint)
+  print_report(figures)
+  if FLAGS.report_json:
+    _write_json(FLAGS.report_json, figures)
+
+
+def evaluate(data_dir):
+  """Evaluates the newest checkpoint, then (without --run_once) each new one.
+
+  Returns:
+    Exit status.
+  """
+  evaluator = _Evaluator(FLAGS.eval_data == 'test', FLAGS.num_examples,
+                         cifar10_input.class_names(data_dir))
+  cifar10_cli.log('evaluating %d %s images from %s; checkpoints from %s; '
+                  'summaries to %s' % (FLAGS.num_examples, FLAGS.eval_data,
+                                       data_dir, FLAGS.checkpoint_dir,
+                                       FLAGS.eval_dir))
+  cifar10_cli.log('watch: %s' % cifar10_cli.tensorboard_hint(
+      FLAGS.checkpoint_dir, FLAGS.eval_dir))
+  pending = _checkpoints(FLAGS.checkpoint_dir)[-1:]
+  if not pending:
+    message = 'no checkpoint in --checkpoint_dir=%s' % FLAGS.checkpoint_dir
+    if FLAGS.run_once:
+      raise ValueError(message)
+    cifar10_cli.log(message + ' yet; waiting for one')
+  seen = set(pending)
+  _Stop.install()
+  while True:
+    for checkpoint in pending:
+      try:
+        _evaluate_and_report(evaluator, checkpoint)
+      except tf.errors.NotFoundError:
+        # The trainer keeps only the newest checkpoints.
+        cifar10_cli.log('%s was deleted before it could be evaluated; '
+                        'skipped' % checkpoint)
+    if FLAGS.run_once:
+      return 0
+    deadline = time.time() + FLAGS.eval_interval_secs
+    while _Stop.signum is None and time.time() < deadline:
+      time.sleep(min(1.0, deadline - time.time()))
+    if _Stop.signum is not None:
+      cifar10_cli.log('%s received: stopped'
+                      % signal.Signals(_Stop.signum).name)
+      return 0
+    pending = [c for c in _checkpoints(FLAGS.checkpoint_dir) if c not in seen]
+    seen.update(pending)
+
+
+def main(argv=None):  # pylint: disable=unused-argument
+  data_dir = os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR)
+  available = cifar10_input.num_records(data_dir, FLAGS.eval_data == 'test')
+  if FLAGS.num_examples > available:
+    raise cifar10_cli.UsageError(
+        '--num_examples=%d but the %s data in %s has %d images'
+        % (FLAGS.num_examples, FLAGS.eval_data, data_dir, available))
+  return evaluate(data_dir)
+
+
+if __name__ == '__main__':
+  cifar10_cli.run(main)

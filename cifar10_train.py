@@ -1,0 +1,301 @@
+"""Trains the CIFAR-10 model on one device.
+
+  python cifar10_train.py [--train_dir=/tmp/cifar10_train] [--max_steps=N]
+
+Single-device training is the one-tower case of the tower trainer below;
+cifar10_multi_gpu_train.py runs the same code with one tower per GPU. The
+graph is built by `build_training_graph`:
+
+  distorted_inputs -> (per tower) inference -> loss -> compute_gradients
+                   -> average_gradients -> train
+
+Training resumes from the newest checkpoint in --train_dir (global step,
+learning-rate schedule and moving averages continue) and never deletes
+anything unless --fresh is given. Ctrl-C or SIGTERM writes a checkpoint
+before exiting; a NaN or infinite loss stops training without saving it.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import collections
+import math
+import os
+import signal
+import tempfile
+import time
+
+import tensorflow.compat.v1 as tf
+
+import cifar10
+import cifar10_cli
+import cifar10_input
+
+FLAGS = tf.app.flags.FLAGS
+
+tf.app.flags.DEFINE_string('train_dir', '/tmp/cifar10_train',
+                           """Directory where to write event logs """
+                           """and checkpoints.""")
+tf.app.flags.DEFINE_integer('max_steps', 1000000,
+                            """Global step at which training stops.""")
+tf.app.flags.DEFINE_boolean('log_device_placement', False,
+                            """Whether to log device placement.""")
+tf.app.flags.DEFINE_integer('log_frequency', 10,
+                            """How often to log results to the console.""")
+tf.app.flags.DEFINE_boolean(
+    'fresh', False,
+    """Start over: remove the checkpoints and event files in --train_dir
+    instead of resuming from them.""")
+tf.app.flags.DEFINE_integer('save_checkpoint_secs', 600,
+                            """Seconds between checkpoints.""")
+tf.app.flags.DEFINE_integer(
+    'save_checkpoint_steps', 0,
+    """Steps between checkpoints; when set, replaces --save_checkpoint_secs.""")
+tf.app.flags.DEFINE_integer('save_summaries_steps', 100,
+                            """Steps between TensorBoard summaries.""")
+
+for _name in ('batch_size', 'log_frequency', 'save_checkpoint_secs',
+              'save_summaries_steps'):
+  cifar10_cli.positive(_name)
+for _name in ('max_steps', 'save_checkpoint_steps'):
+  cifar10_cli.non_negative(_name)
+
+# What evaluation writes by default, for the TensorBoard command we print.
+DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
+
+# Files that training writes in --train_dir, and so --fresh may remove.
+_TRAINING_FILE_PREFIXES = ('checkpoint', 'model.ckpt-', 'events.out.tfevents.',
+                           'graph.pbtxt')
+
+TrainingGraph = collections.namedtuple(
+    'TrainingGraph',
+    ['train_op', 'loss', 'learning_rate', 'global_step', 'step_after',
+     'examples_per_step'])
+
+
+class TrainingDivergedError(ValueError):
+  """The loss became NaN or infinite."""
+
+
+def tower_devices(num_towers):
+  """One device per tower: GPUs where there are, else the CPU.
+
+  Args:
+    num_towers: number of model replicas.
+
+  Returns:
+    List of device strings.
+
+  Raises:
+    cifar10_cli.UsageError: if GPUs exist but fewer than `num_towers`.
+  """
+  gpus = len(tf.config.list_physical_devices('GPU'))
+  if not gpus:
+    return ['/cpu:0'] * num_towers
+  if num_towers > gpus:
+    raise cifar10_cli.UsageError(
+        '--num_gpus=%d but this machine has %d GPU(s)' % (num_towers, gpus))
+  return ['/gpu:%d' % i for i in range(num_towers)]
+
+
+def build_training_graph(devices, data_dir, batch_size, replicas=1):
+  """Builds the training step with one tower per device, in the default graph.
+
+  One input pipeline reads `batch_size * len(devices)` images per step and
+  splits them among the towers. The towers share one set of variables (on
+  the CPU) and their gradients are averaged, so a step with N towers of
+  batch B updates the weights as one tower with batch N*B would.
+
+  Args:
+    devices: list of device strings, one per tower.
+    data_dir: directory with the `.bin` files.
+    batch_size: images per tower.
+    replicas: workers whose batches one global step aggregates (for the
+      learning-rate schedule in synchronous cluster training).
+
+  Returns:
+    A TrainingGraph: the train op, the loss averaged over the towers, the
+    learning rate, the global step, the global step read after the train op,
+    and the images one step consumes.
+  """
+  global_step = tf.train.get_or_create_global_step()
+  with tf.device('/cpu:0'):
+    images, labels = cifar10_input.distorted_inputs(
+        data_dir, batch_size * len(devices))
+  tower_images = tf.split(images, len(devices))
+  tower_labels = tf.split(labels, len(devices))
+  tower_grads = []
+  tower_losses = []
+  with tf.variable_scope(tf.get_variable_scope()):
+    for i, device in enumerate(devices):
+      with tf.device(device), tf.name_scope('%s_%d' % (cifar10.TOWER_NAME,
+                                                        i)):
+        total_loss = cifar10.tower_loss(tower_images[i], tower_labels[i])
+        # The next tower reuses this tower's variables.
+        tf.get_variable_scope().reuse_variables()
+        tower_grads.append(cifar10.compute_gradients(total_loss))
+        tower_losses.append(total_loss)
+  examples_per_step = batch_size * len(devices) * replicas
+  train_op = cifar10.train(
+      tower_losses[-1], global_step,
+      grads_and_vars=cifar10.average_gradients(tower_grads),
+      examples_per_step=examples_per_step, total_losses=tower_losses)
+  loss = tf.add_n(tower_losses) / len(tower_losses)
+  with tf.control_dependencies([train_op]):
+    step_after = tf.identity(global_step)
+  lr = cifar10.learning_rate(global_step, examples_per_step)
+  return TrainingGraph(train_op, loss, lr, global_step, step_after,
+                       examples_per_step)
+
+
+def format_step(step, loss_value, examples_per_sec, sec_per_batch):
+  """The tutorial's progress line (without the timestamp)."""
+  return ('step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)'
+          % (step, loss_value, examples_per_sec, sec_per_batch))
+
+
+class _TrainingMonitorHook(tf.train.SessionRunHook):
+  """Logs progress, stops on a NaN loss and on SIGINT or SIGTERM."""
+
+  def __init__(self, graph, log_frequency):
+    self._graph = graph
+    self._log_frequency = log_frequency
+    self._last_time = None
+    self._last_step = None
+    self._last_finite = None
+    self.step = None
+    self.stop_signal = None
+
+  def begin(self):
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(signum, self._on_signal)
+
+  def _on_signal(self, signum, unused_frame):
+    self.stop_signal = signum
+    cifar10_cli.log('%s received: saving a checkpoint, then exiting '
+                    '(send it again to exit at once)'
+                    % signal.Signals(signum).name)
+    # A second signal interrupts at once, the default behaviour.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+  def before_run(self, run_context):
+    return tf.train.SessionRunArgs(
+        [self._graph.step_after, self._graph.loss, self._graph.learning_rate])
+
+  def after_run(self, run_context, run_values):
+    step, loss_value, lr = run_values.results
+    self.step = step
+    if not math.isfinite(loss_value):
+      last = ('last finite loss %.4f at step %d' % self._last_finite
+              if self._last_finite else 'no finite loss before')
+      raise TrainingDivergedError(
+          'loss is %s at step %d (learning rate %g; %s); training stopped '
+          'without saving this state' % (loss_value, step, lr, last))
+    self._last_finite = (loss_value, step)
+    now = time.time()
+    if self._last_time is None:
+      # The first step includes graph optimization; time from its end.
+      self._last_time, self._last_step = now, step
+    elif step % self._log_frequency == 0 and step > self._last_step:
+      sec_per_batch = (now - self._last_time) / (step - self._last_step)
+      cifar10_cli.log(format_step(
+          step, loss_value, self._graph.examples_per_step / sec_per_batch,
+          sec_per_batch))
+      self._last_time, self._last_step = now, step
+    if self.stop_signal is not None:
+      run_context.request_stop()
+
+
+def prepare_train_dir(train_dir, fresh):
+  """Creates --train_dir, checks it is writable, applies --fresh.
+
+  Returns:
+    The newest checkpoint to resume from, or None.
+
+  Raises:
+    cifar10_cli.UsageError: if the directory cannot be written.
+  """
+  try:
+    tf.io.gfile.makedirs(train_dir)
+    # A temporary file of our own proves the directory is writable.
+    with tempfile.TemporaryFile(dir=train_dir):
+      pass
+  except (OSError, tf.errors.OpError) as e:
+    raise cifar10_cli.UsageError('--train_dir=%s is not writable: %s'
+                                 % (train_dir, e))
+  if fresh:
+    names = sorted(n for n in tf.io.gfile.listdir(train_dir)
+                   if n.startswith(_TRAINING_FILE_PREFIXES))
+    cifar10_cli.log('--fresh: removing %d file(s) from %s%s'
+                    % (len(names), train_dir,
+                       ': ' + ', '.join(names) if names else ''))
+    for name in names:
+      tf.io.gfile.remove(os.path.join(train_dir, name))
+  return tf.train.latest_checkpoint(train_dir)
+
+
+def train(devices, data_dir):
+  """Trains to --max_steps, resuming from --train_dir.
+
+  Args:
+    devices: one device string per tower.
+    data_dir: directory with the `.bin` files.
+
+  Returns:
+    Exit status: 0, or 128 + the signal that stopped training.
+  """
+  checkpoint = prepare_train_dir(FLAGS.train_dir, FLAGS.fresh)
+  start_step = cifar10_cli.checkpoint_step(checkpoint) if checkpoint else 0
+  if start_step >= FLAGS.max_steps:
+    cifar10_cli.log('%s is already at step %d, --max_steps=%d: nothing to do'
+                    % (checkpoint, start_step, FLAGS.max_steps))
+    return 0
+
+  with tf.Graph().as_default():
+    graph = build_training_graph(devices, data_dir, FLAGS.batch_size)
+    if checkpoint:
+      cifar10_cli.check_checkpoint(
+          checkpoint, {v.op.name: v for v in tf.global_variables()})
+    cifar10_cli.log('data: %s' % data_dir)
+    cifar10_cli.log('train_dir: %s, %s' % (
+        FLAGS.train_dir, 'resuming from %s (step %d)' % (checkpoint, start_step)
+        if checkpoint else 'starting fresh at step 0'))
+    cifar10_cli.log('batch size %d x %d tower(s) on %s%s, to step %d' % (
+        FLAGS.batch_size, len(devices), ', '.join(devices),
+        ' (mixed precision: %s)' % cifar10.compute_dtype().name
+        if FLAGS.use_fp16 else '', FLAGS.max_steps))
+    cifar10_cli.log('watch: %s' % cifar10_cli.tensorboard_hint(
+        FLAGS.train_dir, DEFAULT_EVAL_DIR))
+
+    monitor = _TrainingMonitorHook(graph, FLAGS.log_frequency)
+    steps = FLAGS.save_checkpoint_steps or None
+    with tf.train.MonitoredTrainingSession(
+        checkpoint_dir=FLAGS.train_dir,
+        hooks=[tf.train.StopAtStepHook(last_step=FLAGS.max_steps), monitor],
+        save_checkpoint_secs=None if steps else FLAGS.save_checkpoint_secs,
+        save_checkpoint_steps=steps,
+        save_summaries_steps=FLAGS.save_summaries_steps,
+        log_step_count_steps=0,
+        config=tf.ConfigProto(
+            allow_soft_placement=True,
+            log_device_placement=FLAGS.log_device_placement)) as sess:
+      while not sess.should_stop():
+        sess.run(graph.train_op)
+  if monitor.stop_signal is not None:
+    cifar10_cli.log('stopped at step %d; checkpoint saved in %s'
+                    % (monitor.step, FLAGS.train_dir))
+    return 128 + monitor.stop_signal
+  cifar10_cli.log('done: step %d, checkpoint saved in %s'
+                  % (monitor.step, FLAGS.train_dir))
+  return 0
+
+
+def main(argv=None):  # pylint: disable=unused-argument
+  data_dir = cifar10.maybe_download_and_extract()
+  return train(tower_devices(1), data_dir)
+
+
+if __name__ == '__main__':
+  cifar10_cli.run(main)
