@@ -256,8 +256,16 @@ def _fully_connected(x, units, stddev, wd, bias_init, relu=True):
 
 
 def _lrn(x, name):
-  """The tutorial's local response normalization."""
-  return tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)
+  """The tutorial's local response normalization, computed in float32.
+
+  TensorFlow has no bfloat16 LRN kernel on CPUs and only a float32 one on
+  GPUs; normalization is also where reduced precision hurts most.
+  """
+  if x.dtype == tf.float32:
+    return tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)
+  normalized = tf.nn.lrn(tf.cast(x, tf.float32), 4, bias=1.0,
+                         alpha=0.001 / 9.0, beta=0.75)
+  return tf.cast(normalized, x.dtype, name=name)
 
 
 def _max_pool(x, name):
@@ -346,7 +354,7 @@ def _loss_scale():
         'scale', initializer=INITIAL_LOSS_SCALE, trainable=False,
         collections=[tf.GraphKeys.LOCAL_VARIABLES])
     good_steps = tf.get_variable(
-        'good_steps', initializer=0, trainable=False,
+        'good_steps', initializer=0, dtype=tf.int32, trainable=False,
         collections=[tf.GraphKeys.LOCAL_VARIABLES])
   return scale, good_steps
 
@@ -537,3 +545,46 @@ def variables_to_restore():
   for evaluation and prediction with the averaged weights."""
   return tf.train.ExponentialMovingAverage(
       MOVING_AVERAGE_DECAY).variables_to_restore()
+
+
+def predict(images, dtype=None):
+  """Class probabilities for images of any size, as served to users.
+
+  The one graph that cifar10_predict.py and cifar10_export.py both build, so
+  a prediction from a file and one from the exported model agree. Images
+  that are not 32x32 are first resized to 32x32 (area interpolation: each
+  output pixel averages its footprint, so shrinking does not alias and a
+  whole-number downscale of an upscaled CIFAR image gives it back exactly;
+  the aspect ratio is not kept). 32x32 images reach the evaluation
+  preprocessing untouched, so their predictions are exactly those of
+  cifar10_eval.py.
+
+  Args:
+    images: uint8 (or float, 0-255) [batch, height, width, 3]; any batch
+      size, and height and width may be unknown until run time.
+    dtype: compute dtype of the model; None for `compute_dtype()`.
+
+  Returns:
+    float32 probabilities [batch, NUM_CLASSES], each row summing to 1.
+  """
+  size = cifar10_input.ORIGINAL_IMAGE_SIZE
+  images = tf.convert_to_tensor(images)
+  pixels = tf.cast(images, tf.float32)
+
+  def resized():
+    return tf.compat.v2.image.resize(pixels, [size, size], method='area')
+
+  static_size = images.shape[1:3].as_list()
+  if static_size == [size, size]:
+    pass  # Already CIFAR-sized: no resize op in the graph at all.
+  elif None in static_size:
+    # Known only at run time (a decoded file): resize only if needed.
+    is_cifar_size = tf.reduce_all(tf.equal(tf.shape(images)[1:3], size))
+    pixels = tf.cond(is_cifar_size, lambda: pixels, resized)
+    # Both branches are 32x32; `inference` needs that statically to size
+    # its fully connected layer.
+    pixels.set_shape([None, size, size, 3])
+  else:
+    pixels = resized()
+  logits = inference(cifar10_input.preprocess_for_eval(pixels), dtype)
+  return tf.nn.softmax(logits, name='probabilities')

@@ -84,13 +84,14 @@ def _decode_records(records):
     images: uint8 tensor of shape S + [32, 32, 3].
   """
   raw = tf.io.decode_raw(records, tf.uint8)
-  outer = tf.shape(raw)[:-1]
-  labels = tf.cast(raw[..., :LABEL_BYTES], tf.int32)
-  planes = tf.reshape(
-      raw[..., LABEL_BYTES:],
-      tf.concat([outer, [DEPTH, ORIGINAL_IMAGE_SIZE, ORIGINAL_IMAGE_SIZE]], 0))
+  # Static shapes where the records' shape is known (-1: a batch of any size).
+  outer = [-1 if d is None else d for d in records.shape.as_list()]
+  labels = tf.reshape(tf.cast(raw[..., :LABEL_BYTES], tf.int32),
+                      outer + [LABEL_BYTES])
+  planes = tf.reshape(raw[..., LABEL_BYTES:],
+                      outer + [DEPTH, ORIGINAL_IMAGE_SIZE, ORIGINAL_IMAGE_SIZE])
   # [..., depth, height, width] -> [..., height, width, depth].
-  rank = records.shape.ndims
+  rank = len(outer)
   perm = list(range(rank)) + [rank + 1, rank + 2, rank]
   return labels, tf.transpose(planes, perm)
 

@@ -103,9 +103,7 @@ def build_training_graph(devices, data_dir, batch_size, replicas=1):
   """Builds the training step with one tower per device, in the default graph.
 
   One input pipeline reads `batch_size * len(devices)` images per step and
-  splits them among the towers. The towers share one set of variables (on
-  the CPU) and their gradients are averaged, so a step with N towers of
-  batch B updates the weights as one tower with batch N*B would.
+  splits them among the towers (see `build_towers`).
 
   Args:
     devices: list of device strings, one per tower.
@@ -115,14 +113,33 @@ def build_training_graph(devices, data_dir, batch_size, replicas=1):
       learning-rate schedule in synchronous cluster training).
 
   Returns:
+    A TrainingGraph.
+  """
+  with tf.device('/cpu:0'):
+    images, labels = cifar10_input.distorted_inputs(
+        data_dir, batch_size * len(devices))
+  return build_towers(images, labels, devices, replicas)
+
+
+def build_towers(images, labels, devices, replicas=1):
+  """The training step on a batch split among towers, one per device.
+
+  The towers share one set of variables (on the CPU) and their gradients are
+  averaged, so a step with N towers of batch B updates the weights as one
+  tower with batch N*B would.
+
+  Args:
+    images: float32 [N * B, IMAGE_SIZE, IMAGE_SIZE, 3] for N devices.
+    labels: int32 [N * B].
+    devices: list of device strings, one per tower.
+    replicas: workers whose batches one global step aggregates.
+
+  Returns:
     A TrainingGraph: the train op, the loss averaged over the towers, the
     learning rate, the global step, the global step read after the train op,
     and the images one step consumes.
   """
   global_step = tf.train.get_or_create_global_step()
-  with tf.device('/cpu:0'):
-    images, labels = cifar10_input.distorted_inputs(
-        data_dir, batch_size * len(devices))
   tower_images = tf.split(images, len(devices))
   tower_labels = tf.split(labels, len(devices))
   tower_grads = []
@@ -136,7 +153,7 @@ def build_training_graph(devices, data_dir, batch_size, replicas=1):
         tf.get_variable_scope().reuse_variables()
         tower_grads.append(cifar10.compute_gradients(total_loss))
         tower_losses.append(total_loss)
-  examples_per_step = batch_size * len(devices) * replicas
+  examples_per_step = images.shape.as_list()[0] * replicas
   train_op = cifar10.train(
       tower_losses[-1], global_step,
       grads_and_vars=cifar10.average_gradients(tower_grads),

@@ -1,0 +1,254 @@
+"""The CIFAR-10 reader and input pipelines."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import cifar10_input
+import cifar_testdata
+
+tf.disable_eager_execution()
+
+
+def _run_until_end(sess, tensors):
+  out = []
+  try:
+    while True:
+      out.append(sess.run(tensors))
+  except tf.errors.OutOfRangeError:
+    return out
+
+
+def test_constants():
+  assert cifar10_input.IMAGE_SIZE == 24
+  assert cifar10_input.NUM_CLASSES == 10
+  assert cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN == 50000
+  assert cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL == 10000
+
+
+def test_read_cifar10_byte_level(tmp_path, graph):
+  """Hand-made records: label byte, then R, G, B planes of 1024 bytes."""
+  records = []
+  expected = []
+  for i, label in enumerate([3, 9, 0]):
+    red = np.full(1024, 10 + i, np.uint8)
+    green = np.arange(1024, dtype=np.uint32).astype(np.uint8)  # row-major
+    blue = np.full(1024, 200 - i, np.uint8)
+    records.append(bytes([label]) + red.tobytes() + green.tobytes() +
+                   blue.tobytes())
+    image = np.stack([red, green, blue], axis=-1).reshape(32, 32, 3)
+    expected.append((label, image))
+  path = str(tmp_path / 'hand.bin')
+  with open(path, 'wb') as f:
+    f.write(b''.join(records))
+
+  queue = tf.train.string_input_producer([path], num_epochs=1, shuffle=False)
+  record = cifar10_input.read_cifar10(queue)
+  assert (record.height, record.width, record.depth) == (32, 32, 3)
+  assert record.label.dtype == tf.int32
+  assert record.label.shape.as_list() == [1]
+  assert record.uint8image.dtype == tf.uint8
+  assert record.uint8image.shape.as_list() == [32, 32, 3]
+  with tf.Session() as sess:
+    sess.run(tf.local_variables_initializer())
+    coord = tf.train.Coordinator()
+    threads = tf.train.start_queue_runners(sess, coord)
+    for index, (label, image) in enumerate(expected):
+      key, got_label, got_image = sess.run(
+          [record.key, record.label, record.uint8image])
+      assert key.decode() == '%s:%d' % (path, index)
+      assert got_label.tolist() == [label]
+      np.testing.assert_array_equal(got_image, image)
+    # Pixel (row 1, column 2) of the green plane is byte 32 + 2 = 34.
+    assert got_image[1, 2, 1] == 34
+    with pytest.raises(tf.errors.OutOfRangeError):
+      sess.run(record.label)
+    coord.request_stop()
+    coord.join(threads)
+
+
+def test_inputs_central_crop_exact(data_dir, graph):
+  """Evaluation batches: every test image once, in order, cropped centrally
+  and standardized, the last batch partial."""
+  _, batches, written = data_dir
+  labels, images = written['test_batch.bin']
+  got_images, got_labels = cifar10_input.inputs(True, batches, batch_size=128)
+  assert got_images.shape.as_list() == [None, 24, 24, 3]
+  with tf.Session() as sess:
+    batches_out = _run_until_end(sess, [got_images, got_labels])
+  assert [len(b[1]) for b in batches_out] == [128, 128, 44]
+  all_images = np.concatenate([b[0] for b in batches_out])
+  np.testing.assert_array_equal(np.concatenate([b[1] for b in batches_out]),
+                                labels)
+  crop = images[:, 4:28, 4:28, :].astype(np.float64)
+  mean = crop.mean(axis=(1, 2, 3), keepdims=True)
+  std = np.maximum(crop.std(axis=(1, 2, 3), keepdims=True), 1 / np.sqrt(1728))
+  np.testing.assert_allclose(all_images, (crop - mean) / std, atol=1e-4)
+
+
+def test_inputs_num_examples_and_training_files(data_dir, graph):
+  _, batches, _ = data_dir
+  images, labels = cifar10_input.inputs(False, batches, batch_size=100,
+                                        num_examples=250)
+  with tf.Session() as sess:
+    sizes = [len(l) for _, l in _run_until_end(sess, [images, labels])]
+    # A new session starts from the first image again.
+  with tf.Session() as sess:
+    again = [len(l) for _, l in _run_until_end(sess, [images, labels])]
+  assert sizes == again == [100, 100, 50]
+  assert cifar10_input.num_records(batches, eval_data=False) == 320
+  assert cifar10_input.num_records(batches, eval_data=True) == 300
+
+
+def test_evaluation_preprocessing_is_fixed(data_dir, graph):
+  _, batches, _ = data_dir
+  images, _ = cifar10_input.inputs(True, batches, batch_size=64)
+  with tf.Session() as sess:
+    first = sess.run(images)
+  with tf.Session() as sess:
+    second = sess.run(images)
+  np.testing.assert_array_equal(first, second)
+
+
+def _find_crop_and_flip(original, distorted):
+  """The crop offset and flip that turn `original` (32x32x3 uint8) into
+  `distorted` up to a per-channel affine map, and that map's parameters.
+
+  Returns:
+    (offset_y, offset_x, flipped, slopes[3], intercepts[3]) of the best
+    match, and its worst per-channel correlation.
+  """
+  best = None
+  for flipped in (False, True):
+    source = original[:, ::-1] if flipped else original
+    for oy in range(9):
+      for ox in range(9):
+        # A flip of the crop equals a crop of the flip at the mirrored x.
+        window = source[oy:oy + 24, ox:ox + 24].astype(np.float64)
+        corr = min(np.corrcoef(window[..., c].ravel(),
+                               distorted[..., c].ravel())[0, 1]
+                   for c in range(3))
+        if best is None or corr > best[-1]:
+          fits = [np.polyfit(window[..., c].ravel(), distorted[..., c].ravel(),
+                             1) for c in range(3)]
+          best = (oy, ox, flipped, [f[0] for f in fits], [f[1] for f in fits],
+                  window.mean(axis=(0, 1)), corr)
+  return best
+
+
+def test_distorted_inputs_distributions(tmp_path, graph):
+  """Each training image is a random 24x24 crop, randomly flipped, with a
+  random contrast in [0.2, 1.8], then standardized."""
+  rng = np.random.RandomState(1)
+  count = 16
+  labels = rng.randint(0, 10, size=count)
+  images = rng.randint(0, 80, size=(count, 32, 32, 3))
+  images += np.array([20, 90, 170])  # distinct channel means
+  images = images.astype(np.uint8)
+  batches = str(tmp_path)
+  for name in cifar_testdata.TRAIN_FILES:
+    with open(os.path.join(batches, name), 'wb') as f:
+      f.write(cifar_testdata.encode_records(labels, images))
+  got_images, got_labels = cifar10_input.distorted_inputs(batches, count)
+  assert got_images.shape.as_list() == [count, 24, 24, 3]
+  assert got_images.dtype == tf.float32
+  assert got_labels.shape.as_list() == [count]
+  with tf.Session() as sess:
+    out_images, out_labels = sess.run([got_images, got_labels])
+  np.testing.assert_allclose(out_images.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+  np.testing.assert_allclose(out_images.std(axis=(1, 2, 3)), 1, atol=1e-3)
+  # Find each image's source: the pixel noise makes the right crop of the
+  # right image the only near-perfect fit.
+  offsets, flips, contrasts = set(), set(), []
+  for distorted, label in zip(out_images[:12], out_labels):
+    matches = []
+    for index in range(count):
+      match = _find_crop_and_flip(images[index], distorted)
+      if match[-1] > 0.9999:
+        matches.append((index, match))
+    assert len(matches) == 1, 'no unique source image for a training image'
+    index, (oy, ox, flipped, slopes, intercepts, means, _) = matches[0]
+    assert label == labels[index]
+    # One slope for all channels: the same contrast factor and scale.
+    np.testing.assert_allclose(slopes, slopes[0], rtol=1e-3)
+    # Contrast f moves channel intercepts apart by (m_c - m_d)(1 - f) * a / f.
+    ratio = (intercepts[2] - intercepts[0]) / (slopes[0] *
+                                               (means[2] - means[0]))
+    contrasts.append(1 / (1 + ratio))
+    offsets.add((oy, ox))
+    flips.add(flipped)
+  assert len(offsets) > 5  # random crops
+  assert flips == {False, True}  # random flips
+  assert min(contrasts) >= 0.2 - 1e-3 and max(contrasts) <= 1.8 + 1e-3
+  assert max(contrasts) - min(contrasts) > 0.3
+
+
+def test_distorted_labels_follow_images(data_dir, graph):
+  """Labels stay with their images through shuffling: the pattern images
+  of a class have their light in channel label % 3."""
+  _, batches, _ = data_dir
+  images, labels = cifar10_input.distorted_inputs(batches, 64)
+  with tf.Session() as sess:
+    out_images, out_labels = sess.run([images, labels])
+  channel_means = out_images.mean(axis=(1, 2))
+  np.testing.assert_array_equal(channel_means.argmax(axis=1), out_labels % 3)
+
+
+def test_training_batches_mix_all_files(tmp_path, graph):
+  """Each file holds one label only; the first batches mix all five."""
+  for i, name in enumerate(cifar_testdata.TRAIN_FILES):
+    labels = np.full(200, i)
+    images = np.zeros((200, 32, 32, 3), np.uint8)
+    with open(os.path.join(str(tmp_path), name), 'wb') as f:
+      f.write(cifar_testdata.encode_records(labels, images))
+  _, labels = cifar10_input.distorted_inputs(str(tmp_path), 32)
+  with tf.Session() as sess:
+    for _ in range(3):
+      assert set(sess.run(labels)) == {0, 1, 2, 3, 4}
+
+
+def test_dataset_is_not_embedded_in_graph(data_dir, graph):
+  _, batches, _ = data_dir
+  cifar10_input.distorted_inputs(batches, 16)
+  cifar10_input.inputs(True, batches, 16)
+  assert graph.as_graph_def().ByteSize() < 200000
+
+
+def test_image_summary(data_dir, graph):
+  _, batches, _ = data_dir
+  cifar10_input.distorted_inputs(batches, 16)
+  summaries = tf.get_collection(tf.GraphKeys.SUMMARIES)
+  assert [s.op.type for s in summaries] == ['ImageSummary']
+
+
+def test_missing_file(data_dir, tmp_path, graph):
+  _, batches, _ = data_dir
+  for name in cifar_testdata.TRAIN_FILES[:4]:
+    os.symlink(os.path.join(batches, name), str(tmp_path / name))
+  with pytest.raises(ValueError, match='missing CIFAR-10 file: .*data_batch_5'):
+    cifar10_input.distorted_inputs(str(tmp_path), 16)
+
+
+@pytest.mark.parametrize('size', [0, 3073 * 2 + 5])
+def test_wrong_size_file(tmp_path, graph, size):
+  for name in cifar_testdata.TRAIN_FILES:
+    with open(str(tmp_path / name), 'wb') as f:
+      f.write(b'\0' * (3073 if name != 'data_batch_3.bin' else size))
+  with pytest.raises(ValueError, match='data_batch_3.bin: %d bytes' % size):
+    cifar10_input.distorted_inputs(str(tmp_path), 16)
+
+
+def test_empty_data_dir(tmp_path, graph):
+  with pytest.raises(ValueError, match='no CIFAR-10 data in %s.*download'
+                     % tmp_path):
+    cifar10_input.inputs(True, str(tmp_path), 16)
+  with pytest.raises(ValueError, match='no CIFAR-10 data'):
+    cifar10_input.inputs(True, str(tmp_path / 'absent'), 16)
+
+
+def test_class_names(data_dir, tmp_path):
+  _, batches, _ = data_dir
+  assert cifar10_input.class_names(batches) == cifar_testdata.CLASS_NAMES
+  assert cifar10_input.class_names(str(tmp_path)) == cifar10_input.CLASS_NAMES

@@ -1,0 +1,301 @@
+"""The model library: layers, initializers, loss, schedule, moving averages,
+checkpoints, towers and learning."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import cifar10
+import cifar10_train
+
+tf.disable_eager_execution()
+
+# The variables of the tutorial's training graph, with their shapes: its
+# checkpoints restore here and ours restore there.
+MODEL_SHAPES = {
+    'conv1/weights': [5, 5, 3, 64], 'conv1/biases': [64],
+    'conv2/weights': [5, 5, 64, 64], 'conv2/biases': [64],
+    'local3/weights': [2304, 384], 'local3/biases': [384],
+    'local4/weights': [384, 192], 'local4/biases': [192],
+    'softmax_linear/weights': [192, 10], 'softmax_linear/biases': [10],
+}
+LOSS_AVERAGES = ['cross_entropy/avg', 'local3/weight_loss/avg',
+                 'local4/weight_loss/avg', 'total_loss/avg']
+
+
+def _placeholders():
+  images = tf.placeholder(tf.float32, [None, 24, 24, 3])
+  labels = tf.placeholder(tf.int32, [None])
+  return images, labels
+
+
+def test_constants():
+  assert cifar10.MOVING_AVERAGE_DECAY == 0.9999
+  assert cifar10.NUM_EPOCHS_PER_DECAY == 350.0
+  assert cifar10.LEARNING_RATE_DECAY_FACTOR == 0.1
+  assert cifar10.INITIAL_LEARNING_RATE == 0.1
+  assert cifar10.TOWER_NAME == 'tower'
+  assert cifar10.DATA_URL == (
+      'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz')
+
+
+def test_parameter_count_and_names(graph):
+  images, _ = _placeholders()
+  cifar10.inference(images)
+  variables = {v.op.name: v.shape.as_list() for v in tf.trainable_variables()}
+  assert variables == MODEL_SHAPES
+  assert sum(np.prod(s) for s in variables.values()) == 1068298
+  assert all(v.dtype.base_dtype == tf.float32 for v in tf.global_variables())
+  assert all('CPU' in v.device.upper() for v in tf.global_variables())
+
+
+@pytest.mark.parametrize('batch', [1, 7])
+def test_layer_shapes_any_batch(graph, batch):
+  images, _ = _placeholders()
+  logits = cifar10.inference(images)
+  names = {'conv1/conv1': [24, 24, 64], 'pool1': [12, 12, 64],
+           'norm1': [12, 12, 64], 'conv2/conv2': [12, 12, 64],
+           'norm2': [12, 12, 64], 'pool2': [6, 6, 64], 'local3/local3': [384],
+           'local4/local4': [192], 'softmax_linear/softmax_linear': [10]}
+  tensors = {n: graph.get_tensor_by_name(n + ':0') for n in names}
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    out = sess.run([logits, tensors], {images: np.random.randn(
+        batch, 24, 24, 3)})
+  assert out[0].shape == (batch, 10)
+  for name, shape in names.items():
+    assert out[1][name].shape == tuple([batch] + shape), name
+
+
+def test_initializers(graph):
+  images, _ = _placeholders()
+  cifar10.inference(images)
+  stddevs = {'conv1': 5e-2, 'conv2': 5e-2, 'local3': 0.04, 'local4': 0.04,
+             'softmax_linear': 1 / 192.0}
+  biases = {'conv1': 0.0, 'conv2': 0.1, 'local3': 0.1, 'local4': 0.1,
+            'softmax_linear': 0.0}
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    values = {v.op.name: sess.run(v) for v in tf.trainable_variables()}
+  for layer, stddev in stddevs.items():
+    w = values[layer + '/weights']
+    # A normal truncated at two standard deviations has std 0.88 sigma.
+    assert abs(w.std() - 0.8796 * stddev) < 0.12 * stddev, layer
+    assert abs(w.mean()) < 0.1 * stddev, layer
+    assert np.abs(w).max() <= 2 * stddev + 1e-7, layer
+    np.testing.assert_array_equal(values[layer + '/biases'],
+                                  np.float32(biases[layer]))
+
+
+def test_lrn_and_pooling_settings(graph):
+  images, _ = _placeholders()
+  cifar10.inference(images)
+  for name in ('norm1', 'norm2'):
+    op = graph.get_operation_by_name(name)
+    assert op.type == 'LRN'
+    assert op.get_attr('depth_radius') == 4
+    assert op.get_attr('bias') == 1.0
+    assert op.get_attr('alpha') == pytest.approx(0.001 / 9.0)
+    assert op.get_attr('beta') == 0.75
+  for name in ('pool1', 'pool2'):
+    op = graph.get_operation_by_name(name)
+    assert op.type == 'MaxPool'
+    assert op.get_attr('ksize') == [1, 3, 3, 1]
+    assert op.get_attr('strides') == [1, 2, 2, 1]
+    assert op.get_attr('padding') == b'SAME'
+  for name in ('conv1/Conv2D', 'conv2/Conv2D'):
+    op = graph.get_operation_by_name(name)
+    assert op.get_attr('strides') == [1, 1, 1, 1]
+    assert op.get_attr('padding') == b'SAME'
+
+
+def test_loss_on_zero_logits_is_ln10_plus_weight_decay(graph):
+  images, labels = _placeholders()
+  total = cifar10.loss(cifar10.inference(images), labels)
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for v in tf.trainable_variables():
+      if v.op.name.startswith('softmax_linear'):
+        sess.run(v.assign(tf.zeros_like(v)))
+    value = sess.run(total, {images: np.random.randn(5, 24, 24, 3),
+                             labels: [0, 3, 9, 2, 2]})
+    weights = {v.op.name: v for v in tf.trainable_variables()}
+    w3, w4 = sess.run([weights['local3/weights'], weights['local4/weights']])
+  decay = 0.004 * (np.sum(w3.astype(np.float64) ** 2) / 2 +
+                   np.sum(w4.astype(np.float64) ** 2) / 2)
+  assert value == pytest.approx(math.log(10) + decay, rel=1e-5)
+  assert decay > 0.1  # the decay term is really there
+
+
+def test_labels_accept_int32_and_int64(graph):
+  images, _ = _placeholders()
+  logits = cifar10.inference(images)
+  for dtype in (tf.int32, tf.int64):
+    cifar10.loss(logits, tf.zeros([3], dtype))
+
+
+@pytest.mark.parametrize('examples_per_step,decay_steps',
+                         [(128, 136718), (256, 68359), (100, 175000)])
+def test_learning_rate_schedule(graph, examples_per_step, decay_steps):
+  step = tf.placeholder(tf.int64, [])
+  lr = cifar10.learning_rate(step, examples_per_step)
+  with tf.Session() as sess:
+    at = lambda s: sess.run(lr, {step: s})
+    assert at(0) == pytest.approx(0.1)
+    assert at(decay_steps - 1) == pytest.approx(0.1)
+    assert at(decay_steps) == pytest.approx(0.01)
+    assert at(2 * decay_steps) == pytest.approx(0.001)
+
+
+def _train_graph(images, labels, devices=('/cpu:0',)):
+  return cifar10_train.build_towers(images, labels, list(devices))
+
+
+def test_moving_averages_exist_and_move(graph):
+  rng = np.random.RandomState(0)
+  images = tf.constant(rng.randn(8, 24, 24, 3).astype(np.float32))
+  labels = tf.constant(rng.randint(0, 10, 8).astype(np.int32))
+  g = _train_graph(images, labels)
+  names = {v.op.name: v for v in tf.global_variables()}
+  expected = set(MODEL_SHAPES) | {n + '/ExponentialMovingAverage'
+                                  for n in MODEL_SHAPES}
+  expected |= set(LOSS_AVERAGES) | {'global_step'}
+  assert set(names) == expected
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    before = sess.run(names)
+    for _ in range(3):
+      sess.run(g.train_op)
+    after = sess.run(names)
+  assert after['global_step'] == 3
+  for name in MODEL_SHAPES:
+    average = name + '/ExponentialMovingAverage'
+    np.testing.assert_array_equal(before[average], before[name])
+    assert not np.allclose(after[average], before[average]), average
+    # With num_updates=step the first decays are small: the average follows.
+    assert not np.allclose(after[average], after[name]), average
+  for name in LOSS_AVERAGES:
+    assert before[name] == 0 and after[name] > 0, name
+
+
+def test_summaries_have_legal_unique_tags(graph):
+  images = tf.zeros([4, 24, 24, 3])
+  labels = tf.zeros([4], tf.int32)
+  _train_graph(images, labels, devices=['/cpu:0', '/cpu:0'])
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    summary = tf.Summary()
+    summary.ParseFromString(sess.run(tf.summary.merge_all()))
+  tags = [v.tag for v in summary.value]
+  assert len(tags) == len(set(tags))
+  for tag in ['learning_rate', 'total_loss', 'total_loss_raw',
+              'cross_entropy', 'cross_entropy_raw', 'local3/weight_loss',
+              'conv1/activations', 'conv1/sparsity', 'softmax_linear/sparsity',
+              'conv2/weights', 'conv2/weights/gradients']:
+    assert tag in tags, tag
+  assert not [t for t in tags if 'tower' in t or ' ' in t]
+
+
+def test_checkpoint_restores_by_name_into_fresh_graph(tmp_path):
+  rng = np.random.RandomState(0)
+  batch = rng.randn(6, 24, 24, 3).astype(np.float32)
+  with tf.Graph().as_default():
+    g = _train_graph(tf.constant(batch), tf.constant(np.arange(6) % 10))
+    saver = tf.train.Saver()
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      sess.run(g.train_op)
+      path = saver.save(sess, str(tmp_path / 'model.ckpt'), global_step=1)
+      variables = {v.op.name: v for v in tf.global_variables()}
+      averages = {name: sess.run(variables[name + '/ExponentialMovingAverage'])
+                  for name in MODEL_SHAPES}
+  saved = dict(tf.train.list_variables(path))
+  for name, shape in MODEL_SHAPES.items():
+    assert saved[name] == shape
+    assert saved[name + '/ExponentialMovingAverage'] == shape
+  with tf.Graph().as_default():
+    images = tf.placeholder(tf.float32, [None, 24, 24, 3])
+    logits = cifar10.inference(images)
+    with tf.Session() as sess:
+      tf.train.Saver(cifar10.variables_to_restore()).restore(sess, path)
+      for v in tf.trainable_variables():
+        np.testing.assert_array_equal(sess.run(v), averages[v.op.name])
+      assert sess.run(logits, {images: batch}).shape == (6, 10)
+
+
+def test_two_towers_step_equals_one_tower_double_batch():
+  """One step with two towers of batch B changes the variables exactly as
+  one tower with batch 2B on the same images does."""
+  rng = np.random.RandomState(3)
+  images = rng.randn(16, 24, 24, 3).astype(np.float32)
+  labels = rng.randint(0, 10, 16).astype(np.int32)
+  init = None
+  results = []
+  for devices in (['/cpu:0'], ['/cpu:0', '/cpu:0']):
+    with tf.Graph().as_default():
+      g = _train_graph(tf.constant(images), tf.constant(labels), devices)
+      assert g.examples_per_step == 16
+      variables = tf.trainable_variables()
+      with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        if init is None:
+          init = sess.run(variables)
+        for v, value in zip(variables, init):
+          v.load(value, sess)
+        loss_value, _ = sess.run([g.loss, g.train_op])
+        results.append((loss_value, sess.run(variables)))
+  assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+  for one, two, start in zip(results[0][1], results[1][1], init):
+    assert not np.allclose(one, start)
+    np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6)
+
+
+def _learn(data_dir, steps=60, batch=32):
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    g = cifar10_train.build_training_graph(['/cpu:0'], data_dir, batch)
+    with tf.Session() as sess:
+      sess.run([tf.global_variables_initializer(),
+                tf.local_variables_initializer()])
+      losses = [sess.run([g.loss, g.train_op])[0] for _ in range(steps)]
+  assert all(np.isfinite(losses))
+  return np.mean(losses[:5]), np.mean(losses[-5:])
+
+
+def test_short_run_learns(data_dir):
+  first, last = _learn(data_dir[1])
+  assert last < first - 0.5, (first, last)
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_mixed_precision_learns(data_dir, flags, monkeypatch, dtype):
+  """--use_fp16: bfloat16 (CPU) or float16 with loss scaling (GPU; forced
+  here on the CPU) trains to a finite, falling loss; weights stay float32."""
+  flags.use_fp16 = True
+  monkeypatch.setattr(cifar10, 'compute_dtype',
+                      lambda on_gpu=None: tf.as_dtype(dtype))
+  first, last = _learn(data_dir[1], steps=40 if dtype == 'float16' else 60,
+                       batch=16 if dtype == 'float16' else 32)
+  assert last < first - 0.3, (first, last)
+
+
+def test_float16_loss_scale_skips_overflow(graph, flags, monkeypatch):
+  """An overflowing float16 step changes no weights and halves the scale."""
+  flags.use_fp16 = True
+  monkeypatch.setattr(cifar10, 'compute_dtype',
+                      lambda on_gpu=None: tf.float16)
+  images = tf.placeholder(tf.float32, [2, 24, 24, 3])
+  g = _train_graph(images, tf.constant([1, 2]))
+  scale = [v for v in tf.local_variables() if v.op.name == 'loss_scale/scale']
+  assert scale and not [v for v in tf.global_variables() if 'loss_scale' in
+                        v.op.name]
+  with tf.Session() as sess:
+    sess.run([tf.global_variables_initializer(),
+              tf.local_variables_initializer()])
+    weights = sess.run('conv1/weights:0')
+    sess.run(g.train_op, {images: np.full((2, 24, 24, 3), 6e4)})
+    np.testing.assert_array_equal(sess.run('conv1/weights:0'), weights)
+    assert sess.run(scale[0]) == cifar10.INITIAL_LOSS_SCALE / 2
