@@ -150,11 +150,18 @@ def _check_sha256(sha256):
 
 def _check_url(data_url):
   """The URL's scheme ('https', 'http' or 'file'), or an error."""
-  scheme = urllib.parse.urlsplit(str(data_url)).scheme.lower()
+  try:
+    parts = urllib.parse.urlsplit(str(data_url))
+    parts.port  # Parsed lazily; a bad port is a user error, not a retry.
+  except ValueError as e:
+    raise DownloadError('bad data URL %r (%s)' % (data_url, e))
+  scheme = parts.scheme.lower()
   if scheme not in ('https', 'http', 'file'):
     raise DownloadError(
         'unsupported data URL %r: use an https://, http:// or file:// URL'
         % (data_url,))
+  if scheme != 'file' and not parts.hostname:
+    raise DownloadError('data URL %r names no host' % (data_url,))
   return scheme
 
 
@@ -362,8 +369,8 @@ def _download(url, part, tarball):
             'and rerun, or download %s by other means and put it at %s'
             % (url, e, failures, TARBALL_NAME, tarball))
       delay = RETRY_BASE_SECONDS * 2 ** (failures - 1)
-      progress.note('%s; retrying in %.1f s (attempt %d of %d)'
-                    % (e, delay, failures + 1, MAX_ATTEMPTS))
+      progress.note('Attempt %d of %d failed (%s); retrying in %.1f s'
+                    % (failures, MAX_ATTEMPTS, e, delay))
       time.sleep(delay)
 
 
@@ -404,6 +411,8 @@ def _fetch_once(url, part, tarball, progress):
     raise DownloadError('cannot download %s (HTTP %d %s); check the URL, or '
                         'download %s by other means and put it at %s'
                         % (url, e.code, e.reason, TARBALL_NAME, tarball))
+  except http.client.InvalidURL as e:
+    raise DownloadError('bad data URL %r (%s)' % (url, e))
   except urllib.error.URLError as e:
     if isinstance(e.reason, ssl.SSLCertVerificationError):
       raise DownloadError('cannot download %s (%s); download %s by other '
@@ -438,10 +447,13 @@ def _fetch_once(url, part, tarball, progress):
       total = length
     progress.start(offset, total)
     done = offset
+    # read1 returns what has arrived rather than waiting for a full chunk,
+    # so bytes received before a stall or a reset are kept for the resume.
+    read = getattr(response, 'read1', response.read)
     with _open_for_write(part, mode) as f:
       while True:
         try:
-          chunk = response.read(CHUNK_BYTES)
+          chunk = read(CHUNK_BYTES)
         except (http.client.HTTPException, OSError) as e:
           raise _RetryableError('connection lost after %d bytes (%s)'
                                 % (done, str(e) or type(e).__name__))
@@ -479,9 +491,7 @@ class _Progress(object):
 
   def start(self, offset, total):
     """Called as each attempt starts, at byte `offset` of `total` (or None)."""
-    if not self._announced:
-      self._line(self._title)
-      self._announced = True
+    self._announce()
     if offset:
       self._line('Resuming at %.1f MB' % (offset / _MB))
     self._total = total
@@ -510,7 +520,13 @@ class _Progress(object):
     self._last_step = self._step(done)
 
   def note(self, message):
+    self._announce()
     self._line(message)
+
+  def _announce(self):
+    if not self._announced:
+      self._announced = True
+      self._line(self._title)
 
   def _step(self, done):
     if not self._total:
@@ -654,23 +670,26 @@ def _plan(members, tarball):
       expected .bin file that is missing or has a bad size.
   """
   top = cifar10_input.BATCHES_DIR
-  refused = 'refusing to extract %s: member %%r %%s' % tarball
+
+  def refused(name, why):
+    return DownloadError('refusing to extract %s: member %r %s'
+                         % (tarball, name, why))
+
   files = []
   for member in members:
     name = member.name
     if name.startswith('/') or os.path.isabs(name):
-      raise DownloadError(refused % (name, 'has an absolute path'))
+      raise refused(name, 'has an absolute path')
     parts = [p for p in name.split('/') if p not in ('', '.')]
     if '..' in parts:
-      raise DownloadError(refused % (name, 'has a ".." component'))
+      raise refused(name, 'has a ".." component')
     kind = _member_kind(member)
     if kind:
-      raise DownloadError(refused % (name, 'is %s; only regular files are '
-                                     'extracted' % kind))
+      raise refused(name, 'is %s; only regular files are extracted' % kind)
     if member.isdir() and (not parts or parts == [top]):
       continue  # Directories are created here, not copied from the archive.
     if len(parts) < 2 or parts[0] != top:
-      raise DownloadError(refused % (name, 'is outside %s/' % top))
+      raise refused(name, 'is outside %s/' % top)
     if member.isdir():
       continue
     files.append((member, parts[1:]))
@@ -697,19 +716,23 @@ def _extract(tarball, data_dir, batches_dir):
   """
   print('Extracting %s' % tarball)
   sys.stdout.flush()
-  corrupt = ('cannot read %s as a gzip-compressed tar archive (%%s); move it '
-             'away and rerun to download it again' % tarball)
+
+  def corrupt(error):
+    return DownloadError(
+        'cannot read %s as a gzip-compressed tar archive (%s); move it away '
+        'and rerun to download it again' % (tarball, error))
+
   try:
     tar = tarfile.open(tarball, 'r:gz')
   except _ARCHIVE_ERRORS as e:
-    raise DownloadError(corrupt % (e,))
+    raise corrupt(e)
   with tar:
     try:
       # Reading every header also decompresses the whole stream, so most
       # corruption shows here, before anything is written.
       members = tar.getmembers()
     except _ARCHIVE_ERRORS as e:
-      raise DownloadError(corrupt % (e,))
+      raise corrupt(e)
     files = _plan(members, tarball)
 
     try:
@@ -739,13 +762,13 @@ def _extract_member(tar, member, staged, parts, corrupt):
   try:
     src = tar.extractfile(member)
   except _ARCHIVE_ERRORS as e:
-    raise DownloadError(corrupt % (e,))
+    raise corrupt(e)
   with src, _open_for_write(target, 'wb') as dst:
     while True:
       try:
         chunk = src.read(CHUNK_BYTES)
       except _ARCHIVE_ERRORS as e:
-        raise DownloadError(corrupt % (e,))
+        raise corrupt(e)
       if not chunk:
         break
       _write(dst, chunk, target)
