@@ -98,9 +98,15 @@ def scalar_summary(tag, value):
 
 
 def histogram_summary(tag, values):
-  """Adds a histogram summary whose tag is exactly `tag`."""
+  """Adds a histogram summary whose tag is exactly `tag`.
+
+  Only finite values are counted: the histogram op fails on a NaN, which
+  would replace the trainer's diverged-loss message with an op error.
+  """
+  values = tf.reshape(tf.cast(values, tf.float32), [-1])
+  values = tf.boolean_mask(values, tf.is_finite(values))
   tf.add_to_collection(tf.GraphKeys.SUMMARIES, tf.raw_ops.HistogramSummary(
-      tag=tag, values=tf.cast(values, tf.float32)))
+      tag=tag, values=values))
 
 
 def _activation_summary(x, layer):

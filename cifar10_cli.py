@@ -14,6 +14,7 @@ from __future__ import print_function
 
 import datetime
 import os
+import re
 import sys
 import traceback
 
@@ -51,9 +52,14 @@ def _parse_flags(argv):
 
 
 def _one_line(error):
-  """The first line of an error message (TensorFlow adds graph context)."""
+  """The line of an error message that says what went wrong.
+
+  A TensorFlow graph error starts with 'Graph execution error:' and where
+  the node was defined; its own message follows the "Node: '...'" line.
+  """
   text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0]
+  match = re.search(r"^Node: '[^']*'\n(.+)$", text, re.M)
+  return match.group(1) if match else text.splitlines()[0]
 
 
 def run(main):

@@ -230,13 +230,15 @@ def evaluate(data_dir):
                                        FLAGS.eval_dir))
   cifar10_cli.log('watch: %s' % cifar10_cli.tensorboard_hint(
       FLAGS.checkpoint_dir, FLAGS.eval_dir))
-  pending = _checkpoints(FLAGS.checkpoint_dir)[-1:]
+  # The newest checkpoint now, then each one written after it.
+  existing = _checkpoints(FLAGS.checkpoint_dir)
+  seen = set(existing)
+  pending = existing[-1:]
   if not pending:
     message = 'no checkpoint in --checkpoint_dir=%s' % FLAGS.checkpoint_dir
     if FLAGS.run_once:
       raise ValueError(message)
     cifar10_cli.log(message + ' yet; waiting for one')
-  seen = set(pending)
   _Stop.install()
   while True:
     for checkpoint in pending:

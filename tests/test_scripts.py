@@ -1,0 +1,260 @@
+"""End-to-end runs of the training and evaluation scripts on tiny data."""
+
+import os
+import re
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import cifar10_train
+
+from cifar_testdata import run_script, start_script
+
+STEP_LINE = re.compile(
+    r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = \d+\.\d\d '
+    r'\(\d+\.\d examples/sec; \d+\.\d{3} sec/batch\)$', re.M)
+PRECISION_LINE = re.compile(
+    r'^\d{4}-\d\d-\d\d [\d:.]+: precision @ 1 = (\d\.\d{3}) \(top-1 accuracy: '
+    r'(\d+) / (\d+) correct, checkpoint at step (\d+)\)$', re.M)
+
+
+def _train(data_dir, train_dir, *args, check=0, script='cifar10_train.py'):
+  return run_script(script, '--data_dir=%s' % data_dir,
+                    '--train_dir=%s' % train_dir, '--batch_size=16',
+                    '--log_frequency=2', *args, check=check)
+
+
+def _latest_step(train_dir):
+  path = tf.train.latest_checkpoint(train_dir)
+  return int(tf.train.load_variable(path, 'global_step')) if path else None
+
+
+@pytest.fixture(scope='module')
+def trained(data_dir, tmp_path_factory):
+  """A --train_dir trained to step 6, then resumed to step 10."""
+  root = data_dir[0]
+  train_dir = str(tmp_path_factory.mktemp('train'))
+  first = _train(root, train_dir, '--max_steps=6',
+                 '--log_device_placement=false')
+  second = _train(root, train_dir, '--max_steps=10')
+  return root, train_dir, first, second
+
+
+def test_training_logs_checkpoints_and_summaries(trained):
+  _, train_dir, first, _ = trained
+  assert [int(s) for s in STEP_LINE.findall(first.stdout)] == [2, 4, 6]
+  assert 'starting fresh at step 0' in first.stdout
+  assert 'batch size 16 x 1 tower(s) on /cpu:0' in first.stdout
+  assert 'tensorboard --logdir' in first.stdout
+  files = os.listdir(train_dir)
+  assert any(f.startswith('events.out.tfevents.') for f in files)
+  assert 'model.ckpt-6.index' in files
+
+
+def test_second_run_resumes(trained):
+  _, train_dir, _, second = trained
+  assert re.search(r'resuming from .*model\.ckpt-6 \(step 6\)', second.stdout)
+  assert [int(s) for s in STEP_LINE.findall(second.stdout)] == [8, 10]
+  assert _latest_step(train_dir) == 10
+  # Nothing of the first run was deleted.
+  assert 'model.ckpt-6.index' in os.listdir(train_dir)
+
+
+def test_max_steps_already_reached(trained):
+  root, train_dir, _, _ = trained
+  before = sorted(os.listdir(train_dir))
+  proc = _train(root, train_dir, '--max_steps=10')
+  assert 'already at step 10, --max_steps=10: nothing to do' in proc.stdout
+  assert sorted(os.listdir(train_dir)) == before
+
+
+def test_fresh_restarts_and_says_what_it_removes(trained, tmp_path):
+  root, train_dir, _, _ = trained
+  copy = str(tmp_path / 'train')
+  shutil.copytree(train_dir, copy)
+  with open(os.path.join(copy, 'notes.txt'), 'w') as f:
+    f.write('mine')
+  proc = _train(root, copy, '--max_steps=2', '--fresh')
+  assert re.search(r'--fresh: removing \d+ file\(s\) from %s: .*checkpoint'
+                   r'.*model\.ckpt-10\.index' % re.escape(copy), proc.stdout)
+  assert 'starting fresh at step 0' in proc.stdout
+  assert _latest_step(copy) == 2
+  assert 'model.ckpt-10.index' not in os.listdir(copy)
+  assert 'notes.txt' in os.listdir(copy)
+
+
+def test_eval_run_once_counts_each_image_once(trained, tmp_path):
+  root, train_dir, _, _ = trained
+  eval_dir = str(tmp_path / 'eval')
+  before = sorted(os.listdir(train_dir))
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % root,
+                    '--checkpoint_dir=%s' % train_dir,
+                    '--eval_dir=%s' % eval_dir, '--run_once',
+                    '--num_examples=300', check=0)
+  (precision, correct, total, step), = PRECISION_LINE.findall(proc.stdout)
+  assert (int(total), int(step)) == (300, 10)
+  assert float(precision) == pytest.approx(int(correct) / 300, abs=5e-4)
+  # The summary is at the checkpoint's step.
+  events = [os.path.join(eval_dir, f) for f in os.listdir(eval_dir)]
+  values = [(e.step, v.tag, v.simple_value)
+            for path in events for e in tf.train.summary_iterator(path)
+            for v in e.summary.value if v.tag == 'Precision @ 1']
+  assert values == [(10, 'Precision @ 1', pytest.approx(float(precision),
+                                                        abs=5e-4))]
+  assert sorted(os.listdir(train_dir)) == before  # eval wrote nothing there
+
+
+def test_eval_watch_evaluates_each_new_checkpoint_once(data_dir, tmp_path):
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  _train(root, train_dir, '--max_steps=2')
+  log_path = str(tmp_path / 'eval.log')
+  with open(log_path, 'w') as log:
+    proc = start_script('cifar10_eval.py', '--data_dir=%s' % root,
+                        '--checkpoint_dir=%s' % train_dir,
+                        '--eval_dir=%s' % str(tmp_path / 'eval'),
+                        '--eval_interval_secs=1', '--num_examples=100',
+                        stdout=log, stderr=log)
+  try:
+
+    def evaluated_steps(count):
+      deadline = time.time() + 120
+      while time.time() < deadline:
+        with open(log_path) as f:
+          steps = [int(m[3]) for m in PRECISION_LINE.findall(f.read())]
+        if len(steps) >= count:
+          return steps
+        assert proc.poll() is None, open(log_path).read()
+        time.sleep(0.5)
+      raise AssertionError(open(log_path).read())
+
+    assert evaluated_steps(1) == [2]
+    _train(root, train_dir, '--max_steps=4', '--save_checkpoint_steps=1')
+    steps = evaluated_steps(3)
+    time.sleep(3)  # a few more polls: nothing is evaluated twice
+    with open(log_path) as f:
+      steps = [int(m[3]) for m in PRECISION_LINE.findall(f.read())]
+  finally:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+  # Step 2 at start, then each checkpoint the second run wrote, once each
+  # (it saves at its start, at steps 3 and 4).
+  assert steps[0] == 2 and sorted(set(steps)) == steps
+  assert steps[-1] == 4
+  assert proc.returncode == 0
+
+
+def test_eval_without_checkpoint(data_dir, tmp_path):
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                    '--checkpoint_dir=%s' % tmp_path,
+                    '--eval_dir=%s' % (tmp_path / 'eval'), '--run_once',
+                    '--num_examples=300')
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'cifar10_eval.py: error: no checkpoint in --checkpoint_dir=%s'
+      % tmp_path)
+
+
+def test_two_towers_on_cpu_and_interchangeable_checkpoints(data_dir,
+                                                           tmp_path):
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  proc = _train(root, train_dir, '--max_steps=4', '--num_gpus=2',
+                script='cifar10_multi_gpu_train.py')
+  assert 'no GPU found: running the 2 tower(s) on the CPU' in proc.stdout
+  assert 'batch size 16 x 2 tower(s) on /cpu:0, /cpu:0' in proc.stdout
+  lines = STEP_LINE.findall(proc.stdout)
+  assert [int(s) for s in lines] == [2, 4]
+  # 32 images a step: the examples/sec figure is for the global batch.
+  line = [l for l in proc.stdout.splitlines() if ': step 4,' in l][0]
+  examples, seconds = re.search(r'\(([\d.]+) examples/sec; ([\d.]+) sec',
+                                line).groups()
+  assert float(examples) == pytest.approx(32 / float(seconds), rel=0.05)
+  # The single-tower trainer resumes from the two-tower checkpoint.
+  proc = _train(root, train_dir, '--max_steps=6')
+  assert 'resuming from' in proc.stdout and _latest_step(train_dir) == 6
+
+
+def _poison_checkpoint(train_dir):
+  """Makes the logits' biases NaN in the newest checkpoint."""
+  path = tf.train.latest_checkpoint(train_dir)
+  with tf.Graph().as_default():
+    variables = [tf.Variable(tf.train.load_variable(path, name), name=name)
+                 for name, _ in tf.train.list_variables(path)]
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      for v in variables:
+        if v.op.name == 'softmax_linear/biases':
+          sess.run(v.assign(v * np.nan))
+      tf.train.Saver(variables).save(sess, path)
+
+
+def test_nan_loss_stops_training(data_dir, tmp_path):
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  _train(root, train_dir, '--max_steps=2')
+  _poison_checkpoint(train_dir)
+  before = sorted(os.listdir(train_dir))
+  proc = _train(root, train_dir, '--max_steps=20', check=1)
+  assert re.search(r'cifar10_train.py: error: loss is nan at step 3 '
+                   r'\(learning rate 0.1; no finite loss before\); training '
+                   r'stopped without saving this state$', proc.stderr.strip())
+  # The poisoned run saved nothing new (its start-up checkpoint is step 2).
+  assert _latest_step(train_dir) == 2
+  assert not [f for f in os.listdir(train_dir)
+              if f.startswith('model.ckpt-') and f not in before]
+
+
+def test_sigterm_saves_a_checkpoint_then_exits(data_dir, tmp_path):
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  proc = start_script('cifar10_train.py', '--data_dir=%s' % root,
+                      '--train_dir=%s' % train_dir, '--batch_size=16',
+                      '--log_frequency=2', '--max_steps=100000',
+                      '--save_checkpoint_secs=3600', stdout=-1, stderr=-1)
+  output = ''
+  try:
+    for line in proc.stdout:
+      output += line
+      if STEP_LINE.match(line.strip()) and ': step 6,' in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    out, err = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  output += out
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert 'SIGTERM received: saving a checkpoint, then exiting' in output
+  stopped = int(re.search(r'stopped at step (\d+); checkpoint saved',
+                          output).group(1))
+  assert stopped >= 6 and _latest_step(train_dir) == stopped
+
+
+class _RunValues(object):
+
+  def __init__(self, results):
+    self.results = results
+
+
+class _RunContext(object):
+  stop_requested = False
+
+  def request_stop(self):
+    self.stop_requested = True
+
+
+def test_nan_message_gives_step_learning_rate_and_last_finite_loss():
+  graph = cifar10_train.TrainingGraph(None, None, None, None, None, 128)
+  hook = cifar10_train._TrainingMonitorHook(graph, log_frequency=10)
+  context = _RunContext()
+  hook.after_run(context, _RunValues((41, 2.5, 0.1)))
+  hook.after_run(context, _RunValues((42, 2.25, 0.1)))
+  with pytest.raises(cifar10_train.TrainingDivergedError,
+                     match=r'^loss is inf at step 43 \(learning rate 0.01; '
+                     r'last finite loss 2.2500 at step 42\)'):
+    hook.after_run(context, _RunValues((43, float('inf'), 0.01)))
+  assert not context.stop_requested
