@@ -48,10 +48,10 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except tf.app.flags.Error as e:
-    fail('%s (see --helpfull)' % _one_line(e), status=2)
+    fail('%s (see --helpfull)' % one_line(e), status=2)
 
 
-def _one_line(error):
+def one_line(error):
   """The line of an error message that says what went wrong.
 
   A TensorFlow graph error starts with 'Graph execution error:' and where
@@ -90,7 +90,7 @@ def run(main):
 def _report(error, status):
   if FLAGS.verbose:
     traceback.print_exc()
-  fail(_one_line(error), status)
+  fail(one_line(error), status)
 
 
 def log(message):
@@ -134,17 +134,37 @@ def check_checkpoint(checkpoint_path, var_map):
       old ones at any time).
   """
   shapes = tf.train.load_checkpoint(checkpoint_path).get_variable_to_shape_map()
-  for name in sorted(var_map):
+  # A shape that differs says more about what went wrong than a missing name.
+  for name in sorted(set(var_map) & set(shapes)):
     expected = var_map[name].shape.as_list()
-    if name not in shapes:
-      raise ValueError(
-          'checkpoint %s has no variable %s: it was written by a different '
-          'model' % (checkpoint_path, name))
     if list(shapes[name]) != expected:
       raise ValueError(
           'checkpoint %s was written by a different model: variable %s has '
           'shape %s there but %s here'
           % (checkpoint_path, name, list(shapes[name]), expected))
+  missing = sorted(set(var_map) - set(shapes))
+  if missing:
+    raise ValueError(
+        'checkpoint %s has no variable %s: it was written by a different '
+        'model' % (checkpoint_path, missing[0]))
+
+
+def define_checkpoint_dir():
+  """Defines --checkpoint_dir, for the scripts that read checkpoints."""
+  tf.app.flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train',
+                             """Directory where to read model checkpoints.""")
+
+
+def latest_checkpoint(checkpoint_dir):
+  """The newest checkpoint in `checkpoint_dir`.
+
+  Raises:
+    ValueError: if there is none.
+  """
+  checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
+  if not checkpoint:
+    raise ValueError('no checkpoint in --checkpoint_dir=%s' % checkpoint_dir)
+  return checkpoint
 
 
 def checkpoint_step(checkpoint_path):

@@ -21,7 +21,6 @@ import os
 import signal
 import struct
 import sys
-import tempfile
 import time
 import zlib
 
@@ -38,8 +37,7 @@ tf.app.flags.DEFINE_string('eval_dir', '/tmp/cifar10_eval',
                            """Directory where to write event logs.""")
 tf.app.flags.DEFINE_enum('eval_data', 'test', ['test', 'train_eval'],
                          """Either 'test' or 'train_eval'.""")
-tf.app.flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train',
-                           """Directory where to read model checkpoints.""")
+cifar10_cli.define_checkpoint_dir()
 tf.app.flags.DEFINE_integer('eval_interval_secs', 300,
                             """How often to look for a new checkpoint.""")
 tf.app.flags.DEFINE_integer('num_examples', 10000,
@@ -180,9 +178,8 @@ def print_report(figures):
 
 def _write_json(path, figures):
   """Writes `figures` to `path` atomically (no half-written report)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.report-')
-  with os.fdopen(fd, 'w') as f:
+  tmp = '%s.tmp-%d' % (path, os.getpid())
+  with open(tmp, 'w') as f:
     json.dump(figures, f, indent=2)
   os.replace(tmp, path)
 
@@ -233,12 +230,13 @@ def evaluate(data_dir):
   # The newest checkpoint now, then each one written after it.
   existing = _checkpoints(FLAGS.checkpoint_dir)
   seen = set(existing)
-  pending = existing[-1:]
-  if not pending:
-    message = 'no checkpoint in --checkpoint_dir=%s' % FLAGS.checkpoint_dir
-    if FLAGS.run_once:
-      raise ValueError(message)
-    cifar10_cli.log(message + ' yet; waiting for one')
+  if FLAGS.run_once:
+    pending = [cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)]
+  else:
+    pending = existing[-1:]
+    if not pending:
+      cifar10_cli.log('no checkpoint in --checkpoint_dir=%s yet; waiting for '
+                      'one' % FLAGS.checkpoint_dir)
   _Stop.install()
   while True:
     for checkpoint in pending:

@@ -98,8 +98,8 @@ def dataset_tarball(train_per_file=16, test_records=40, seed=0):
   return tarball_bytes(members)
 
 
-def script_env():
-  env = dict(os.environ)
+def script_env(**extra):
+  env = dict(os.environ, **extra)
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
   env['CUDA_VISIBLE_DEVICES'] = ''
   env['PYTHONUNBUFFERED'] = '1'
@@ -110,7 +110,7 @@ def script_command(script, *args):
   return [sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
 
 
-def run_script(script, *args, timeout=240, check=None):
+def run_script(script, *args, timeout=240, check=None, env=None):
   """Runs one of the suite's scripts to the end.
 
   Args:
@@ -119,12 +119,14 @@ def run_script(script, *args, timeout=240, check=None):
     timeout: seconds before the test fails.
     check: if not None, the expected exit code; a different one fails the
       test with the script's output.
+    env: extra environment variables.
 
   Returns:
     subprocess.CompletedProcess with text stdout and stderr.
   """
   proc = subprocess.run(script_command(script, *args), cwd=REPO,
-                        env=script_env(), capture_output=True, text=True,
+                        env=script_env(**(env or {})), capture_output=True,
+                        text=True,
                         timeout=timeout)
   if check is not None and proc.returncode != check:
     raise AssertionError('%s exited %d, expected %d\nstdout:\n%s\nstderr:\n%s'

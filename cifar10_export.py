@@ -1,0 +1,208 @@
+"""Exports a trained CIFAR-10 model as a SavedModel for TensorFlow Serving.
+
+  python cifar10_export.py --checkpoint_dir=/tmp/cifar10_train
+      --export_dir=/tmp/cifar10_model/1
+
+The SavedModel holds the moving averages of the weights of the newest
+checkpoint (those cifar10_eval.py evaluates) and one graph, tagged 'serve',
+with the signature 'serving_default' (method tensorflow/serving/predict):
+
+  inputs:  'images'         uint8 [N, 32, 32, 3], RGB pixels as in CIFAR-10
+  outputs: 'probabilities'  float32 [N, 10], softmax over the classes
+           'classes'        int64 [N], the most probable class
+
+The graph is `cifar10.predict`, the one cifar10_predict.py runs, so both give
+the same probabilities for the same pixels. TensorFlow Serving loads numbered
+versions below a base directory: export to `<base>/1`, `<base>/2`, ... and
+serve `--model_base_path=<base>`. `tf.saved_model.load` loads it too.
+
+An existing non-empty --export_dir is never overwritten. The model is written
+to a temporary directory next to it and renamed into place when complete, so
+a server watching the base directory never sees half a model, and a failed
+export leaves nothing behind. (Remote paths such as gs://, which cannot rename
+directories, are written in place.)
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import os
+import re
+import shutil
+import tempfile
+
+import tensorflow.compat.v1 as tf
+
+import cifar10
+import cifar10_cli
+import cifar10_input
+
+FLAGS = tf.app.flags.FLAGS
+
+cifar10_cli.define_checkpoint_dir()
+tf.app.flags.DEFINE_string(
+    'export_dir', None,
+    """Directory to create with the SavedModel; it must not exist or be
+    empty. For TensorFlow Serving, a numbered version such as
+    /tmp/cifar10_model/1.""")
+tf.app.flags.mark_flag_as_required('export_dir')
+
+SIGNATURE_KEY = (
+    tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
+INPUT_KEY = 'images'
+PROBABILITIES_KEY = 'probabilities'
+CLASSES_KEY = 'classes'
+
+
+def _is_url(path):
+  """Whether `path` is on a filesystem such as gs:// rather than local."""
+  return re.match('^[a-z][a-z0-9+.-]*://', path) is not None
+
+
+def check_export_dir(export_dir):
+  """Refuses an export directory that would overwrite anything.
+
+  Raises:
+    ValueError: naming the directory if it is a file, holds files or cannot
+      be read.
+  """
+  try:
+    if not tf.io.gfile.exists(export_dir):
+      return
+    if not tf.io.gfile.isdir(export_dir):
+      raise ValueError('--export_dir=%s exists and is not a directory'
+                       % export_dir)
+    names = tf.io.gfile.listdir(export_dir)
+  except (OSError, tf.errors.OpError) as e:
+    raise ValueError('cannot read --export_dir=%s: %s'
+                     % (export_dir, cifar10_cli.one_line(e)))
+  if names:
+    raise ValueError(
+        '--export_dir=%s already exists and is not empty (%d entries); '
+        'nothing was written: choose a new directory, e.g. the next version '
+        'number for TensorFlow Serving' % (export_dir, len(names)))
+
+
+def _staging_dir(export_dir):
+  """An empty directory next to `export_dir`, to be renamed to it.
+
+  Next to it, so the rename stays on one filesystem and is atomic.
+
+  Raises:
+    ValueError: if the parent cannot be created or written.
+  """
+  path = os.path.abspath(export_dir)
+  parent = os.path.dirname(path)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(
+        prefix='.%s.export-' % os.path.basename(path), dir=parent)
+  except OSError as e:
+    raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
+  return staging
+
+
+def _make_public(directory):
+  """Gives `directory` the mode a plain mkdir would have.
+
+  mkdtemp makes it private (0700); after the rename it is the model
+  directory, which a server running as another user must read.
+  """
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(directory, 0o777 & ~umask)
+
+
+def build_signature():
+  """Builds the serving graph in the default graph.
+
+  Returns:
+    (signature_def, dict checkpoint name -> variable to restore).
+  """
+  size = cifar10_input.ORIGINAL_IMAGE_SIZE
+  images = tf.placeholder(tf.uint8, [None, size, size, 3], name=INPUT_KEY)
+  probabilities = cifar10.predict(images)                 # [N, NUM_CLASSES]
+  classes = tf.argmax(probabilities, 1, name=CLASSES_KEY)  # int64 [N]
+  signature = tf.saved_model.signature_def_utils.build_signature_def(
+      inputs={INPUT_KEY: _tensor_info(images)},
+      outputs={PROBABILITIES_KEY: _tensor_info(probabilities),
+               CLASSES_KEY: _tensor_info(classes)},
+      method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
+  return signature, cifar10.variables_to_restore()
+
+
+def _tensor_info(tensor):
+  """The signature's description of `tensor`: name, dtype and shape.
+
+  What the deprecated `predict_signature_def` helper builds, without its
+  deprecation warning on every export.
+  """
+  return tf.TensorInfo(name=tensor.name,
+                       dtype=tensor.dtype.as_datatype_enum,
+                       tensor_shape=tensor.shape.as_proto())
+
+
+def write_saved_model(checkpoint, path):
+  """Writes the SavedModel with the averaged weights of `checkpoint`.
+
+  Args:
+    checkpoint: checkpoint prefix.
+    path: directory that does not exist or is empty.
+  """
+  with tf.Graph().as_default():
+    signature, var_map = build_signature()
+    cifar10_cli.check_checkpoint(checkpoint, var_map)
+    config = tf.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    with tf.Session(config=config) as sess:
+      # The model's variables take the moving averages' values, and the
+      # SavedModel saves them under the model's own names.
+      tf.train.Saver(var_map).restore(sess, checkpoint)
+      builder = tf.saved_model.Builder(path)
+      builder.add_meta_graph_and_variables(
+          sess, [tf.saved_model.tag_constants.SERVING],
+          signature_def_map={SIGNATURE_KEY: signature},
+          # The training code pins variables to the CPU; a server places
+          # ops on its own devices.
+          clear_devices=True, strip_default_attrs=True)
+      builder.save()
+
+
+def export(checkpoint, export_dir):
+  """Writes the SavedModel to `export_dir`, complete or not at all."""
+  check_export_dir(export_dir)
+  if _is_url(export_dir):
+    # Remote filesystems have no atomic directory rename: write in place.
+    write_saved_model(checkpoint, export_dir)
+    return
+  staging = _staging_dir(export_dir)
+  try:
+    _make_public(staging)
+    write_saved_model(checkpoint, staging)
+    try:
+      # Replaces an empty directory; fails if one with files appeared.
+      os.rename(staging, export_dir)
+    except OSError as e:
+      raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
+  finally:
+    # Only our own temporary directory, left when anything failed.
+    if os.path.isdir(staging):
+      shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv=None):  # pylint: disable=unused-argument
+  checkpoint = cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)
+  export(checkpoint, FLAGS.export_dir)
+  cifar10_cli.log('exported %s (step %d) to %s'
+                  % (checkpoint, cifar10_cli.checkpoint_step(checkpoint),
+                     FLAGS.export_dir))
+  cifar10_cli.log("signature '%s': %s uint8 [N, 32, 32, 3] -> %s float32 "
+                  '[N, %d], %s int64 [N]'
+                  % (SIGNATURE_KEY, INPUT_KEY, PROBABILITIES_KEY,
+                     cifar10.NUM_CLASSES, CLASSES_KEY))
+  return 0
+
+
+if __name__ == '__main__':
+  cifar10_cli.run(main)

@@ -1,0 +1,162 @@
+"""Classifies image files with a trained CIFAR-10 model.
+
+  python cifar10_predict.py [--checkpoint_dir=/tmp/cifar10_train] [--top_k=3]
+      IMAGE [IMAGE ...]
+
+Each IMAGE is a PNG or JPEG file (GIF and BMP work too) of any size, colour
+or grayscale. It is decoded by TensorFlow (as stored: EXIF orientation is
+not applied), resized to 32x32 when it is not already (the aspect ratio is
+not kept), and classified by `cifar10.predict` with the moving averages of the
+weights from the newest checkpoint in --checkpoint_dir, as cifar10_eval.py
+evaluates them. After one log line naming the checkpoint, it prints one line
+per file, in the order given, with the --top_k most probable classes:
+
+  cat.png: cat 0.812, dog 0.102, deer 0.031
+
+Every file is checked (it exists and decodes as an image) before the model
+is loaded, so a typo fails at once with a line naming the file, not after
+part of the output. Class names come from batches.meta.txt in --data_dir, or
+are the official ones when the data is not there.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import os
+import sys
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import cifar10
+import cifar10_cli
+import cifar10_input
+
+FLAGS = tf.app.flags.FLAGS
+
+cifar10_cli.define_checkpoint_dir()
+tf.app.flags.DEFINE_integer('top_k', 3,
+                            """Number of most probable classes to print for """
+                            """each image (1-10).""")
+
+tf.app.flags.register_validator(
+    'top_k', lambda value: 1 <= value <= cifar10.NUM_CLASSES,
+    message='--top_k must be between 1 and %d' % cifar10.NUM_CLASSES)
+
+
+def read_file(path):
+  """The bytes of `path`.
+
+  Raises:
+    ValueError: naming `path` if it is missing, a directory or unreadable.
+  """
+  if not tf.io.gfile.exists(path):
+    raise ValueError('no such file: %s' % path)
+  if tf.io.gfile.isdir(path):
+    raise ValueError('%s is a directory, not an image file' % path)
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return f.read()
+  except (OSError, tf.errors.OpError) as e:
+    raise ValueError('cannot read %s: %s' % (path, cifar10_cli.one_line(e)))
+
+
+class Classifier(object):
+  """Decodes and classifies one encoded image per run.
+
+  Images of different sizes cannot share a batch until they are resized,
+  and resizing belongs to `cifar10.predict`, so each file is one run with a
+  batch of 1, whatever --batch_size says.
+  """
+
+  def __init__(self):
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      # The file's bytes are fed from Python, so that reading errors name
+      # the file instead of surfacing from inside the graph.
+      self.contents = tf.placeholder(tf.string, [], name='contents')
+      # channels=3: grayscale is replicated and alpha dropped, since the
+      # model wants RGB. expand_animations=False: a GIF gives its first
+      # frame, so every format decodes to [height, width, 3].
+      image = tf.io.decode_image(self.contents, channels=3, dtype=tf.uint8,
+                                 expand_animations=False)
+      self.image_size = tf.shape(image)[:2]
+      self.probabilities = cifar10.predict(image[None])[0]   # [NUM_CLASSES]
+      self.var_map = cifar10.variables_to_restore()
+      self.saver = tf.train.Saver(self.var_map)
+    config = tf.ConfigProto(allow_soft_placement=True)
+    # Take GPU memory as needed, leaving the rest to a trainer next to us.
+    config.gpu_options.allow_growth = True
+    # Decoding needs no variables, so one session checks the files first
+    # and classifies them once the checkpoint is restored.
+    self.sess = tf.Session(graph=self.graph, config=config)
+
+  def check_image(self, path, contents):
+    """Decodes `contents` to reject a file that is not an image.
+
+    Returns:
+      [height, width] of the image.
+
+    Raises:
+      ValueError: naming `path`.
+    """
+    try:
+      return self.sess.run(self.image_size, {self.contents: contents})
+    except tf.errors.OpError as e:
+      raise ValueError('%s is not a PNG or JPEG image: %s'
+                       % (path, cifar10_cli.one_line(e)))
+
+  def restore(self, checkpoint):
+    """Loads the moving averages of the weights saved in `checkpoint`.
+
+    Raises:
+      ValueError: if the checkpoint is of another model.
+    """
+    cifar10_cli.check_checkpoint(checkpoint, self.var_map)
+    self.saver.restore(self.sess, checkpoint)
+
+  def classify(self, contents):
+    """Class probabilities of one encoded image, float32 [NUM_CLASSES]."""
+    return self.sess.run(self.probabilities, {self.contents: contents})
+
+  def close(self):
+    self.sess.close()
+
+
+def format_prediction(path, probabilities, class_names, top_k):
+  """'<path>: <class> <p>, ...' for the `top_k` most probable classes."""
+  # Stable sort, so equal probabilities keep the label order.
+  order = np.argsort(-probabilities, kind='stable')[:top_k]
+  return '%s: %s' % (path, ', '.join(
+      '%s %.3f' % (class_names[i], probabilities[i]) for i in order))
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise cifar10_cli.UsageError(
+        'no image files given: cifar10_predict.py --checkpoint_dir=DIR '
+        'IMAGE [IMAGE ...]')
+  class_names = cifar10_input.class_names(
+      os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR))
+  checkpoint = cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)
+  classifier = Classifier()
+  try:
+    for path in paths:
+      classifier.check_image(path, read_file(path))
+    classifier.restore(checkpoint)
+    cifar10_cli.log('classifying %d image(s) with %s (step %d)'
+                    % (len(paths), checkpoint,
+                       cifar10_cli.checkpoint_step(checkpoint)))
+    for path in paths:
+      print(format_prediction(path, classifier.classify(read_file(path)),
+                              class_names, FLAGS.top_k))
+      sys.stdout.flush()
+  finally:
+    classifier.close()
+  return 0
+
+
+if __name__ == '__main__':
+  cifar10_cli.run(main)

@@ -1,0 +1,443 @@
+"""Evaluation report, cifar10_predict.py and cifar10_export.py end to end.
+
+One model is trained briefly per module. Its predictions are checked against
+a reference built here from the evaluation pieces (preprocess_for_eval,
+inference, moving averages), independently of `cifar10.predict`.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+import cifar10
+import cifar10_input
+import cifar_testdata
+
+TRAIN_STEPS = 30
+BATCH_SIZE = 32
+EVAL_EXAMPLES = 40  # Not a multiple of the batch size: a partial last batch.
+# Names written to batches.meta.txt, so the output shows they are read.
+META_NAMES = [n.upper() for n in cifar_testdata.CLASS_NAMES]
+
+
+def _error_line(proc, script):
+  """The one `<script>: error: ...` line of a failed run (TensorFlow's own
+  start-up logging may precede it on stderr)."""
+  assert proc.returncode != 0, proc.stdout + proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  ours = [line for line in proc.stderr.splitlines()
+          if line.startswith(script)]
+  assert len(ours) == 1, proc.stderr
+  assert ours[0] == proc.stderr.rstrip('\n').splitlines()[-1], proc.stderr
+  assert ours[0].startswith(script + ': error: '), proc.stderr
+  return ours[0]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A data dir and a train dir with a checkpoint at TRAIN_STEPS."""
+  root = tmp_path_factory.mktemp('predict')
+  data_dir = str(root / 'data')
+  batches = os.path.join(data_dir, cifar_testdata.BATCHES_DIR)
+  written = cifar_testdata.write_dataset(batches, train_per_file=32,
+                                         test_records=64, seed=3)
+  with open(os.path.join(batches, 'batches.meta.txt'), 'w') as f:
+    f.write('\n'.join(META_NAMES) + '\n')
+  train_dir = str(root / 'train')
+  cifar_testdata.run_script(
+      'cifar10_train.py', '--data_dir=' + data_dir, '--train_dir=' + train_dir,
+      '--max_steps=%d' % TRAIN_STEPS, '--batch_size=%d' % BATCH_SIZE,
+      check=0)
+  checkpoint = tf.train.latest_checkpoint(train_dir)
+  assert checkpoint.endswith('model.ckpt-%d' % TRAIN_STEPS)
+  test_labels, test_images = written['test_batch.bin']
+  return {'root': root, 'data_dir': data_dir, 'train_dir': train_dir,
+          'checkpoint': checkpoint, 'test_labels': test_labels,
+          'test_images': test_images}
+
+
+def reference_probabilities(checkpoint, images, averaged=True):
+  """Softmax of the evaluation graph on uint8 [N, 32, 32, 3] `images`.
+
+  Built from the evaluation pieces, not from `cifar10.predict`.
+
+  Args:
+    averaged: restore the moving averages (as evaluation does); False for
+      the raw trained weights.
+  """
+  with tf.Graph().as_default():
+    pixels = tf.placeholder(tf.uint8, [None, 32, 32, 3])
+    logits = cifar10.inference(cifar10_input.preprocess_for_eval(pixels),
+                               dtype=tf.float32)
+    probabilities = tf.nn.softmax(logits)
+    saver = tf.train.Saver(cifar10.variables_to_restore() if averaged
+                           else None)
+    with tf.Session() as sess:
+      saver.restore(sess, checkpoint)
+      return sess.run(probabilities, {pixels: np.asarray(images, np.uint8)})
+
+
+def _decode_jpeg(path):
+  with tf.Graph().as_default(), tf.Session() as sess:
+    return sess.run(tf.io.decode_jpeg(tf.io.read_file(path), channels=3))
+
+
+@pytest.fixture(scope='module')
+def image_files(trained):
+  """Image files of several formats and sizes.
+
+  Returns:
+    list of (path, uint8 [32, 32, 3] pixels the model must see for it).
+  """
+  directory = trained['root'] / 'images'
+  directory.mkdir()
+  originals = trained['test_images'][:6]
+  files = []
+
+  def add(name, array, reference, **save_args):
+    path = str(directory / name)
+    Image.fromarray(array).save(path, **save_args)
+    files.append((path, reference))
+
+  add('plain.png', originals[0], originals[0])
+  # Whole-number upscales, which area resizing turns back into the
+  # original pixels exactly; one of them not square.
+  add('big.png', originals[1].repeat(2, axis=0).repeat(2, axis=1),
+      originals[1])
+  add('wide.png', originals[2].repeat(4, axis=1), originals[2])
+  add('gray.png', originals[3][:, :, 1], originals[3][:, :, 1:2].repeat(3, 2))
+  rgba = np.concatenate([originals[4], np.full((32, 32, 1), 77, np.uint8)],
+                        axis=2)
+  add('alpha.png', rgba, originals[4])
+  jpeg = str(directory / 'photo.jpg')
+  Image.fromarray(originals[5]).save(jpeg, quality=90)
+  # JPEG is lossy: the reference is the decoded pixels.
+  files.append((jpeg, _decode_jpeg(jpeg)))
+  return files
+
+
+def _parse_predictions(stdout, paths):
+  """{path: [(class name, probability), ...]} from the output lines."""
+  parsed = {}
+  for line in stdout.splitlines():
+    for path in paths:
+      if line.startswith(path + ': '):
+        assert path not in parsed, stdout
+        parsed[path] = [
+            (item.split(' ')[0], float(item.split(' ')[1]))
+            for item in line[len(path) + 2:].split(', ')]
+  assert sorted(parsed) == sorted(paths), stdout
+  return parsed
+
+
+def test_eval_report_adds_up(trained, tmp_path):
+  report_path = str(tmp_path / 'report.json')
+  proc = cifar_testdata.run_script(
+      'cifar10_eval.py', '--data_dir=' + trained['data_dir'],
+      '--checkpoint_dir=' + trained['train_dir'],
+      '--eval_dir=' + str(tmp_path / 'eval'), '--run_once',
+      '--num_examples=%d' % EVAL_EXAMPLES, '--batch_size=16',
+      '--report_json=' + report_path, check=0)
+  with open(report_path) as f:
+    figures = json.load(f)
+  lines = proc.stdout.splitlines()
+
+  # The precision line.
+  match = re.search(r'precision @ 1 = ([0-9.]+) \(top-1 accuracy: (\d+) / '
+                    r'(\d+) correct, checkpoint at step (\d+)\)', proc.stdout)
+  assert match, proc.stdout
+  assert int(match.group(3)) == EVAL_EXAMPLES
+  assert int(match.group(4)) == TRAIN_STEPS
+  assert int(match.group(2)) == figures['correct']
+  assert float(match.group(1)) == pytest.approx(figures['precision_at_1'],
+                                                abs=5e-4)
+
+  # The per-class table.
+  start = next(i for i, line in enumerate(lines)
+               if line.startswith('class '))
+  end = next(i for i, line in enumerate(lines)
+             if line.startswith('confusion '))
+  rows = [re.match(r'^(\S+)\s+(\d+) / (\d+)\s+(\S+)$', line)
+          for line in lines[start + 1:end]]
+  assert all(rows) and len(rows) == 10, proc.stdout
+  table = [(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4))
+           for m in rows]
+  assert [r[0] for r in table] == META_NAMES
+  expected_totals = np.bincount(trained['test_labels'][:EVAL_EXAMPLES],
+                                minlength=10)
+  assert [r[2] for r in table] == expected_totals.tolist()
+  assert sum(r[2] for r in table) == EVAL_EXAMPLES
+
+  # The confusion matrix, after its column-header line.
+  matrix_lines = [line.split() for line in lines[end + 2:end + 12]]
+  assert [line[0] for line in matrix_lines] == META_NAMES
+  matrix = np.array([[int(v) for v in line[1:]] for line in matrix_lines])
+  assert matrix.shape == (10, 10)
+  assert matrix.sum(axis=1).tolist() == expected_totals.tolist()
+  assert np.diag(matrix).tolist() == [r[1] for r in table]
+  assert np.trace(matrix) == int(match.group(2))
+
+  # The JSON says the same as the printed table.
+  assert figures['num_examples'] == EVAL_EXAMPLES
+  assert figures['global_step'] == TRAIN_STEPS
+  assert figures['checkpoint'] == trained['checkpoint']
+  assert figures['confusion_matrix'] == matrix.tolist()
+  for row, entry in zip(table, figures['per_class']):
+    assert (entry['class'], entry['correct'], entry['total']) == row[:3]
+    if entry['total']:
+      assert row[3] == '%.3f' % entry['accuracy']
+    else:
+      assert row[3] == '-' and entry['accuracy'] is None
+
+  # And it is the evaluation graph's verdict on those images.
+  classes = reference_probabilities(
+      trained['checkpoint'],
+      trained['test_images'][:EVAL_EXAMPLES]).argmax(axis=1)
+  reference = np.zeros((10, 10), np.int64)
+  np.add.at(reference, (trained['test_labels'][:EVAL_EXAMPLES], classes), 1)
+  assert matrix.tolist() == reference.tolist()
+
+
+@pytest.fixture(scope='module')
+def predicted(trained, image_files):
+  """cifar10_predict.py on all the files, every class printed.
+
+  Returns:
+    {path: [(class name, probability), ...]}, most probable first.
+  """
+  paths = [p for p, _ in image_files]
+  # --batch_size must not matter (the files are not a multiple of it).
+  proc = cifar_testdata.run_script(
+      'cifar10_predict.py', '--checkpoint_dir=' + trained['train_dir'],
+      '--data_dir=' + trained['data_dir'], '--top_k=10', '--batch_size=4',
+      *paths, check=0)
+  assert 'model.ckpt-%d' % TRAIN_STEPS in proc.stdout
+  return _parse_predictions(proc.stdout, paths)
+
+
+def _printed_probabilities(predictions):
+  """[NUM_CLASSES] probabilities in label order from one parsed line."""
+  names = [n for n, _ in predictions]
+  assert sorted(names) == sorted(META_NAMES), predictions
+  return np.array([dict(predictions)[n] for n in META_NAMES])
+
+
+def test_predict_matches_evaluation_graph(trained, image_files, predicted):
+  parsed = predicted
+  reference = reference_probabilities(trained['checkpoint'],
+                                      np.stack([r for _, r in image_files]))
+  raw = reference_probabilities(trained['checkpoint'],
+                                np.stack([r for _, r in image_files]),
+                                averaged=False)
+  # The averaged and raw weights disagree enough to tell which were used.
+  assert np.abs(reference - raw).max() > 0.01
+  for (path, _), expected in zip(image_files, reference):
+    names = [n for n, _ in parsed[path]]
+    printed = np.array([p for _, p in parsed[path]])
+    np.testing.assert_allclose(_printed_probabilities(parsed[path]),
+                               expected, atol=6e-4, err_msg=path)
+    assert np.all(np.diff(printed) <= 0), path  # Most probable first.
+    second, first = np.sort(expected)[-2:]
+    if first - second > 1e-3:  # No near-tie the rounding could flip.
+      assert names[0] == META_NAMES[expected.argmax()], path
+
+
+def test_predict_one_image_default_top_k(trained, image_files):
+  path = image_files[1][0]  # 64x64: resized.
+  # No data dir: the official class names.
+  proc = cifar_testdata.run_script(
+      'cifar10_predict.py', '--checkpoint_dir=' + trained['train_dir'],
+      '--data_dir=' + str(trained['root'] / 'missing'), path, check=0)
+  top = _parse_predictions(proc.stdout, [path])[path]
+  assert len(top) == 3
+  expected = reference_probabilities(trained['checkpoint'],
+                                     image_files[1][1][None])[0]
+  for name, probability in top:
+    index = cifar_testdata.CLASS_NAMES.index(name)
+    assert probability == pytest.approx(expected[index], abs=6e-4)
+  assert [p for _, p in top] == pytest.approx(
+      np.sort(expected)[::-1][:3].tolist(), abs=6e-4)
+
+
+_LOAD_SAVED_MODEL = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+serve = model.signatures['serving_default']
+images = np.load(sys.argv[2])
+out = serve(images=tf.constant(images))
+spec = serve.structured_input_signature[1]['images']
+print(json.dumps({
+    'input': [spec.dtype.name, spec.shape.as_list()],
+    'outputs': {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
+    'probabilities': out['probabilities'].numpy().tolist(),
+    'classes': out['classes'].numpy().tolist()}))
+'''
+
+
+def test_export_loads_and_agrees(trained, image_files, predicted,
+                                tmp_path):
+  export_dir = str(tmp_path / 'models' / '1')
+  proc = cifar_testdata.run_script(
+      'cifar10_export.py', '--checkpoint_dir=' + trained['train_dir'],
+      '--export_dir=' + export_dir, check=0)
+  assert export_dir in proc.stdout
+  # Only the model: no temporary directory left next to it.
+  assert os.listdir(str(tmp_path / 'models')) == ['1']
+  assert {'saved_model.pb', 'variables'} <= set(os.listdir(export_dir))
+
+  # What TensorFlow Serving reads: tag, signature name, method, tensors.
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
+    saved.ParseFromString(f.read())
+  assert len(saved.meta_graphs) == 1
+  meta = saved.meta_graphs[0]
+  assert list(meta.meta_info_def.tags) == ['serve']
+  signature = meta.signature_def['serving_default']
+  assert signature.method_name == 'tensorflow/serving/predict'
+  assert list(signature.inputs) == ['images']
+  assert sorted(signature.outputs) == ['classes', 'probabilities']
+  # The variables pinned to the CPU for training are free to move.
+  assert not [n.name for n in meta.graph_def.node if n.device], 'devices'
+
+  images = np.stack([r for _, r in image_files])
+  npy = str(tmp_path / 'images.npy')
+  np.save(npy, images)
+  env = cifar_testdata.script_env()
+  loaded = subprocess.run([sys.executable, '-c', _LOAD_SAVED_MODEL,
+                           export_dir, npy], env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert loaded.returncode == 0, loaded.stderr
+  result = json.loads(loaded.stdout.strip().splitlines()[-1])
+  assert result['input'] == ['uint8', [None, 32, 32, 3]]
+  assert result['outputs'] == {'probabilities': ['float32', [6, 10]],
+                               'classes': ['int64', [6]]}
+  probabilities = np.array(result['probabilities'])
+  expected = reference_probabilities(trained['checkpoint'], images)
+  # The moving averages, as evaluation and prediction use.
+  np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+  assert result['classes'] == probabilities.argmax(axis=1).tolist()
+
+  # And the same as cifar10_predict.py on the files (the resized ones too).
+  for i, (path, _) in enumerate(image_files):
+    np.testing.assert_allclose(_printed_probabilities(predicted[path]),
+                               probabilities[i], atol=6e-4, err_msg=path)
+    second, first = np.sort(probabilities[i])[-2:]
+    if first - second > 1e-3:  # No near-tie the rounding could flip.
+      assert predicted[path][0][0] == META_NAMES[result['classes'][i]], path
+
+
+@pytest.fixture(scope='module')
+def bad_runs(trained, image_files, tmp_path_factory):
+  """The scripts on bad inputs, all started at once.
+
+  Each run only starts TensorFlow and fails, so running them side by side
+  saves most of their time.
+
+  Returns:
+    {case: (subprocess.CompletedProcess, directory of the case's files)}.
+  """
+  root = tmp_path_factory.mktemp('bad_inputs')
+  checkpoints = '--checkpoint_dir=' + trained['train_dir']
+  cases = {}
+  for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
+               'export_no_checkpoint', 'export_not_empty',
+               'export_unwritable'):
+    (root / case).mkdir()
+  bogus = root / 'non_image' / 'notes.png'
+  bogus.write_text('not an image at all\n')
+  cases['non_image'] = ('cifar10_predict.py', checkpoints, image_files[0][0],
+                        str(bogus))
+  cases['missing_file'] = ('cifar10_predict.py', checkpoints,
+                           str(root / 'missing_file' / 'nowhere.jpg'))
+  empty = root / 'predict_no_checkpoint' / 'no_checkpoints'
+  empty.mkdir()
+  cases['predict_no_checkpoint'] = ('cifar10_predict.py',
+                                    '--checkpoint_dir=' + str(empty),
+                                    image_files[0][0])
+  empty = root / 'export_no_checkpoint' / 'no_checkpoints'
+  empty.mkdir()
+  cases['export_no_checkpoint'] = (
+      'cifar10_export.py', '--checkpoint_dir=' + str(empty),
+      '--export_dir=' + str(root / 'export_no_checkpoint' / 'out'))
+  mine = root / 'export_not_empty' / 'mine'
+  mine.mkdir()
+  (mine / 'notes.txt').write_text('keep me')
+  (mine / 'variables').mkdir()
+  cases['export_not_empty'] = ('cifar10_export.py', checkpoints,
+                               '--export_dir=' + str(mine))
+  # Root ignores permissions: a path below a regular file is unwritable for
+  # anyone.
+  blocker = root / 'export_unwritable' / 'a_file'
+  blocker.write_text('x')
+  cases['export_unwritable'] = ('cifar10_export.py', checkpoints,
+                                '--export_dir=' + str(blocker / 'model' / '1'))
+
+  procs = {case: cifar_testdata.start_script(*args, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE)
+           for case, args in cases.items()}
+  results = {}
+  for case, proc in procs.items():
+    try:
+      stdout, stderr = proc.communicate(timeout=240)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    results[case] = (subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                 stdout, stderr), root / case)
+  return results
+
+
+def test_predict_rejects_non_image(bad_runs, image_files):
+  proc, directory = bad_runs['non_image']
+  line = _error_line(proc, 'cifar10_predict.py')
+  assert str(directory / 'notes.png') in line
+  assert 'not a PNG or JPEG image' in line
+  # Checked before anything is classified: no partial output.
+  assert image_files[0][0] + ':' not in proc.stdout
+
+
+def test_predict_rejects_missing_file(bad_runs):
+  proc, directory = bad_runs['missing_file']
+  line = _error_line(proc, 'cifar10_predict.py')
+  assert str(directory / 'nowhere.jpg') in line and 'no such file' in line
+
+
+@pytest.mark.parametrize('script', ['cifar10_predict.py', 'cifar10_export.py'])
+def test_no_checkpoint(bad_runs, script):
+  proc, directory = bad_runs[script[len('cifar10_'):-len('.py')] +
+                             '_no_checkpoint']
+  line = _error_line(proc, script)
+  assert 'no checkpoint' in line
+  assert str(directory / 'no_checkpoints') in line
+  assert os.listdir(str(directory)) == ['no_checkpoints']  # No export.
+
+
+def test_export_refuses_non_empty_dir(bad_runs):
+  proc, directory = bad_runs['export_not_empty']
+  mine = directory / 'mine'
+  line = _error_line(proc, 'cifar10_export.py')
+  assert str(mine) in line and 'not empty' in line
+  # Untouched, and no temporary directory left next to it.
+  assert sorted(os.listdir(str(mine))) == ['notes.txt', 'variables']
+  assert (mine / 'notes.txt').read_text() == 'keep me'
+  assert os.listdir(str(mine / 'variables')) == []
+  assert os.listdir(str(directory)) == ['mine']
+
+
+def test_export_unwritable_dir(bad_runs):
+  proc, directory = bad_runs['export_unwritable']
+  blocker = directory / 'a_file'
+  assert str(blocker / 'model' / '1') in _error_line(proc, 'cifar10_export.py')
+  assert blocker.read_text() == 'x'
+  assert os.listdir(str(directory)) == ['a_file']

@@ -1,0 +1,327 @@
+"""Reliability: bad input gives one clear line and touches nothing; crashes
+and signals lose nothing; evaluation survives checkpoint rotation."""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import time
+
+import pytest
+import tensorflow.compat.v1 as tf
+
+import cifar_testdata
+from cifar_testdata import run_script, start_script
+
+ERROR_LINE = re.compile(r'^(cifar10_\w+\.py): error: (.+)$')
+
+
+def _snapshot(*dirs):
+  """{path: sha256} of every file under `dirs`."""
+  files = {}
+  for top in dirs:
+    for root, _, names in os.walk(top):
+      for name in names:
+        path = os.path.join(root, name)
+        with open(path, 'rb') as f:
+          files[path] = hashlib.sha256(f.read()).hexdigest()
+  return files
+
+
+def _one_line_error(proc, script, status=None):
+  """The message of a failed script, checked to be its only stderr line
+  from the suite, with no traceback."""
+  assert proc.returncode != 0 if status is None else proc.returncode == status
+  assert 'Traceback' not in proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if ERROR_LINE.match(l)]
+  assert len(lines) == 1, proc.stderr
+  name, message = ERROR_LINE.match(lines[0]).groups()
+  assert name == script
+  return message
+
+
+@pytest.fixture(scope='module')
+def checkpoint(data_dir, tmp_path_factory):
+  """A --train_dir trained for 2 steps."""
+  train_dir = str(tmp_path_factory.mktemp('trained'))
+  run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
+             '--train_dir=%s' % train_dir, '--batch_size=8', '--max_steps=2',
+             check=0)
+  return train_dir
+
+
+@pytest.mark.parametrize('script,args,status,message', [
+    ('cifar10_train.py', ['--max_step=5'], 2,
+     "Unknown command line flag 'max_step'. Did you mean: max_steps ?"),
+    ('cifar10_train.py', ['--batch_size=0'], 2,
+     'flag --batch_size=0: --batch_size must be a positive integer'),
+    ('cifar10_train.py', ['--batch_size=-3'], 2,
+     'flag --batch_size=-3: --batch_size must be a positive integer'),
+    ('cifar10_train.py', ['--max_steps=-1'], 2,
+     'flag --max_steps=-1: --max_steps must not be negative'),
+    ('cifar10_train.py', ['--log_device_placement=maybe'], 2,
+     'flag --log_device_placement=maybe'),
+    ('cifar10_multi_gpu_train.py', ['--num_gpus=0'], 2,
+     'flag --num_gpus=0: --num_gpus must be a positive integer'),
+    ('cifar10_eval.py', ['--eval_data=foo'], 2,
+     'flag --eval_data=foo: value should be one of <test|train_eval>'),
+    ('cifar10_eval.py', ['--num_examples=0'], 2,
+     'flag --num_examples=0: --num_examples must be a positive integer'),
+])
+def test_bad_flags(tmp_path, script, args, status, message):
+  proc = run_script(script, '--data_dir=%s' % tmp_path,
+                    '--train_dir=%s' % tmp_path, *args) if (
+                        script != 'cifar10_eval.py') else run_script(
+                            script, '--data_dir=%s' % tmp_path, *args)
+  assert _one_line_error(proc, script, status).startswith(message)
+  assert os.listdir(str(tmp_path)) == []
+
+
+def _broken_data_dir(tmp_path, data_dir, break_it):
+  root = str(tmp_path / 'data')
+  shutil.copytree(data_dir[0], root)
+  batches = os.path.join(root, cifar_testdata.BATCHES_DIR)
+  break_it(batches)
+  return root, batches
+
+
+@pytest.mark.parametrize('case,expected', [
+    ('missing', r'data_batch_3\.bin'),
+    ('empty', r'data_batch_3\.bin'),
+    ('truncated', r'data_batch_3\.bin'),
+])
+def test_bad_data_dir_for_training(data_dir, tmp_path, case, expected):
+  def break_it(batches):
+    path = os.path.join(batches, 'data_batch_3.bin')
+    if case == 'missing':
+      os.remove(path)
+    else:
+      with open(path, 'r+b') as f:
+        f.truncate(0 if case == 'empty' else 3073 * 4 + 100)
+  root, batches = _broken_data_dir(tmp_path, data_dir, break_it)
+  before = _snapshot(root)
+  train_dir = str(tmp_path / 'train')
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % root,
+                    '--train_dir=%s' % train_dir, '--max_steps=1',
+                    '--data_url=file:///nonexistent/cifar-10-binary.tar.gz')
+  assert re.search(expected, _one_line_error(proc, 'cifar10_train.py'))
+  assert _snapshot(root) == before
+  assert not os.path.exists(train_dir) or not os.listdir(train_dir)
+
+
+@pytest.mark.parametrize('case', ['wrong_size_test_file', 'no_data'])
+def test_bad_data_dir_for_eval(data_dir, checkpoint, tmp_path, case):
+  if case == 'no_data':
+    root = str(tmp_path / 'empty')
+    os.makedirs(root)
+    expected = r'no CIFAR-10 data in %s.*download' % re.escape(
+        os.path.join(root, cifar_testdata.BATCHES_DIR))
+  else:
+    def break_it(batches):
+      with open(os.path.join(batches, 'test_batch.bin'), 'ab') as f:
+        f.write(b'\0' * 10)
+    root, _ = _broken_data_dir(tmp_path, data_dir, break_it)
+    expected = r'test_batch\.bin: 921910 bytes is not a whole number'
+  before = _snapshot(root, checkpoint)
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % root,
+                    '--checkpoint_dir=%s' % checkpoint, '--run_once',
+                    '--eval_dir=%s' % (tmp_path / 'eval'))
+  assert re.search(expected, _one_line_error(proc, 'cifar10_eval.py'))
+  assert _snapshot(root, checkpoint) == before
+
+
+@pytest.mark.parametrize('payload,expected', [
+    (b'\x1f\x8b\x08\x00' + b'garbage' * 100, r'corrupt|gzip'),
+    ('not_tar', r'tar archive'),
+    ('traversal', r'\.\./'),
+    ('absolute', r'/etc/'),
+    ('symlink', r'link'),
+])
+def test_bad_tarball(tmp_path, payload, expected):
+  import gzip  # pylint: disable=g-import-not-at-top
+  if payload == 'not_tar':
+    payload = gzip.compress(b'hello, this is not a tar archive' * 100)
+  elif payload == 'traversal':
+    payload = cifar_testdata.tarball_bytes([('../escaped.bin', b'x' * 3073)])
+  elif payload == 'absolute':
+    payload = cifar_testdata.tarball_bytes([('/etc/escaped.bin', b'x' * 3073)])
+  elif payload == 'symlink':
+    import io, tarfile  # pylint: disable=g-import-not-at-top,multiple-imports
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w:gz') as tar:
+      info = tarfile.TarInfo('cifar-10-batches-bin/data_batch_1.bin')
+      info.type = tarfile.SYMTYPE
+      info.linkname = '/etc/passwd'
+      tar.addfile(info)
+    payload = buf.getvalue()
+  source = tmp_path / 'mirror' / 'cifar-10-binary.tar.gz'
+  source.parent.mkdir()
+  source.write_bytes(payload)
+  data = tmp_path / 'data'
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % data,
+                    '--train_dir=%s' % (tmp_path / 'train'),
+                    '--data_url=file://%s' % source,
+                    '--data_sha256=%s' % hashlib.sha256(payload).hexdigest())
+  assert re.search(expected, _one_line_error(proc, 'cifar10_train.py'))
+  assert not (data / cifar_testdata.BATCHES_DIR).exists()
+  assert not (tmp_path / 'escaped.bin').exists()
+  assert source.read_bytes() == payload
+
+
+def test_training_downloads_from_a_mirror(tmp_path):
+  payload = cifar_testdata.dataset_tarball(train_per_file=16, test_records=40)
+  source = tmp_path / 'cifar-10-binary.tar.gz'
+  source.write_bytes(payload)
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % (tmp_path / 'data'),
+                    '--train_dir=%s' % (tmp_path / 'train'),
+                    '--data_url=file://%s' % source, '--batch_size=8',
+                    '--max_steps=1',
+                    '--data_sha256=%s' % hashlib.sha256(payload).hexdigest(),
+                    check=0)
+  assert 'CIFAR-10 data ready in' in proc.stdout
+  assert (tmp_path / 'data' / cifar_testdata.BATCHES_DIR /
+          'test_batch.bin').stat().st_size == 40 * 3073
+
+
+def test_offline_names_url_and_manual_path(tmp_path):
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % (tmp_path / 'data'),
+                    '--train_dir=%s' % (tmp_path / 'train'),
+                    '--data_url=http://127.0.0.1:9/cifar-10-binary.tar.gz',
+                    env={'CIFAR10_DOWNLOAD_RETRY_SECONDS': '0.05'})
+  message = _one_line_error(proc, 'cifar10_train.py')
+  assert 'http://127.0.0.1:9/cifar-10-binary.tar.gz' in message
+  assert str(tmp_path / 'data' / 'cifar-10-binary.tar.gz') in message
+
+
+@pytest.mark.parametrize('case', ['empty', 'missing'])
+def test_eval_checkpoint_dir_empty_or_missing(data_dir, tmp_path, case):
+  checkpoint_dir = tmp_path / 'ckpt'
+  if case == 'empty':
+    checkpoint_dir.mkdir()
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                    '--checkpoint_dir=%s' % checkpoint_dir, '--run_once',
+                    '--num_examples=300', '--eval_dir=%s' % (tmp_path / 'e'))
+  assert _one_line_error(proc, 'cifar10_eval.py') == (
+      'no checkpoint in --checkpoint_dir=%s' % checkpoint_dir)
+
+
+def _other_model_checkpoint(directory):
+  """A checkpoint whose conv1 has 32 filters instead of 64."""
+  with tf.Graph().as_default():
+    variables = {'global_step': tf.Variable(7, dtype=tf.int64,
+                                            name='global_step')}
+    for name in ('conv1/weights', 'conv1/weights/ExponentialMovingAverage'):
+      variables[name] = tf.Variable(tf.zeros([5, 5, 3, 32]), name=name)
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      tf.train.Saver(variables).save(sess, os.path.join(directory,
+                                                        'model.ckpt'), 7)
+
+
+@pytest.mark.parametrize('script', ['cifar10_train.py', 'cifar10_eval.py'])
+def test_checkpoint_of_another_model(data_dir, tmp_path, script):
+  other = str(tmp_path / 'other')
+  _other_model_checkpoint(other)
+  before = _snapshot(other)
+  args = (['--train_dir=%s' % other, '--max_steps=10'] if script ==
+          'cifar10_train.py' else ['--checkpoint_dir=%s' % other, '--run_once',
+                                   '--num_examples=300',
+                                   '--eval_dir=%s' % (tmp_path / 'e')])
+  proc = run_script(script, '--data_dir=%s' % data_dir[0], *args)
+  message = _one_line_error(proc, script)
+  assert re.search(r'model\.ckpt-7 was written by a different model: '
+                   r'variable conv1/weights(/ExponentialMovingAverage)? has '
+                   r'shape \[5, 5, 3, 32\] there but \[5, 5, 3, 64\] here',
+                   message), message
+  assert _snapshot(other) == before
+
+
+def test_unwritable_train_dir(data_dir, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
+                    '--train_dir=%s' % (blocker / 'train'), '--max_steps=1')
+  message = _one_line_error(proc, 'cifar10_train.py', 2)
+  assert message.startswith('--train_dir=%s is not writable' %
+                            (blocker / 'train'))
+  assert blocker.read_text() == 'not a directory'
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % tmp_path,
+                    '--run_once', '--verbose')
+  assert proc.returncode == 1
+  assert 'Traceback' in proc.stderr and 'no CIFAR-10 data' in proc.stderr
+
+
+def _steps(train_dir):
+  state = tf.train.get_checkpoint_state(train_dir)
+  return [int(tf.train.load_variable(p, 'global_step'))
+          for p in state.all_model_checkpoint_paths] if state else []
+
+
+def test_sigkill_at_several_points_loses_nothing(data_dir, tmp_path):
+  """Killed at different moments (checkpoints every step, so some kills land
+  mid-save), training restarts from the last complete checkpoint: the step
+  never goes back and evaluation restores every time."""
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  last = 0
+  for delay in (0.3, 1.1, 2.3):
+    proc = start_script('cifar10_train.py', '--data_dir=%s' % root,
+                        '--train_dir=%s' % train_dir, '--batch_size=8',
+                        '--max_steps=100000', '--save_checkpoint_steps=1',
+                        stdout=-1, stderr=-1)
+    # Wait until it trains (the first line of steps), then a little more.
+    for line in proc.stdout:
+      if ': step ' in line:
+        break
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    steps = _steps(train_dir)
+    assert steps and steps == sorted(steps)
+    assert steps[-1] >= last
+    last = steps[-1]
+    proc = run_script('cifar10_eval.py', '--data_dir=%s' % root,
+                      '--checkpoint_dir=%s' % train_dir, '--run_once',
+                      '--num_examples=50',
+                      '--eval_dir=%s' % (tmp_path / 'eval'), check=0)
+    assert 'checkpoint at step %d)' % last in proc.stdout
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % root,
+                    '--train_dir=%s' % train_dir, '--batch_size=8',
+                    '--max_steps=%d' % (last + 2), check=0)
+  assert 'resuming from' in proc.stdout and '(step %d)' % last in proc.stdout
+  assert _steps(train_dir)[-1] == last + 2
+
+
+def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
+  """Training that saves every step and keeps 5 checkpoints deletes them
+  under a watching evaluation, which never crashes."""
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  run_script('cifar10_train.py', '--data_dir=%s' % root,
+             '--train_dir=%s' % train_dir, '--batch_size=8', '--max_steps=1',
+             check=0)
+  log_path = str(tmp_path / 'eval.log')
+  with open(log_path, 'w') as log:
+    evaluator = start_script('cifar10_eval.py', '--data_dir=%s' % root,
+                             '--checkpoint_dir=%s' % train_dir,
+                             '--eval_interval_secs=1', '--num_examples=300',
+                             '--batch_size=4',
+                             '--eval_dir=%s' % (tmp_path / 'eval'),
+                             stdout=log, stderr=log)
+  try:
+    run_script('cifar10_train.py', '--data_dir=%s' % root,
+               '--train_dir=%s' % train_dir, '--batch_size=8',
+               '--max_steps=80', '--save_checkpoint_steps=1', check=0)
+    time.sleep(4)
+    assert evaluator.poll() is None, open(log_path).read()
+  finally:
+    evaluator.send_signal(signal.SIGTERM)
+    evaluator.wait(timeout=60)
+  output = open(log_path).read()
+  assert evaluator.returncode == 0, output
+  assert output.count('precision @ 1 = ') >= 2
+  assert 'checkpoint at step 80)' in output
