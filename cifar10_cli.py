@@ -15,7 +15,9 @@ from __future__ import print_function
 import datetime
 import os
 import re
+import resource
 import sys
+import time
 import traceback
 
 from absl import app
@@ -26,6 +28,9 @@ FLAGS = tf.app.flags.FLAGS
 tf.app.flags.DEFINE_boolean(
     'verbose', False,
     """Print the full traceback of an error, not just its one-line message.""")
+
+
+_IMPORTED_AT = time.time()
 
 
 class UsageError(Exception):
@@ -91,6 +96,27 @@ def _report(error, status):
   if FLAGS.verbose:
     traceback.print_exc()
   fail(one_line(error), status)
+
+
+def seconds_since_start():
+  """Seconds since this process started (since this module was imported
+  where /proc is not available)."""
+  try:
+    with open('/proc/self/stat') as f:
+      # Field 22, after the parenthesized command name: start time in clock
+      # ticks after boot.
+      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, IndexError):
+    return time.time() - _IMPORTED_AT
+
+
+def peak_memory_mb():
+  """Peak resident memory of this process so far, in MB."""
+  # ru_maxrss is in kilobytes on Linux.
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def log(message):

@@ -75,7 +75,8 @@ class _Evaluator(object):
     """Evaluates one checkpoint.
 
     Returns:
-      (global step, confusion matrix [true, predicted] as int64 numpy array).
+      (global step, confusion matrix [true, predicted] as int64 numpy array,
+      seconds the images took from the first batch to the last).
 
     Raises:
       tf.errors.NotFoundError: if the checkpoint was deleted meanwhile.
@@ -89,6 +90,7 @@ class _Evaluator(object):
     confusion = np.zeros((cifar10.NUM_CLASSES, cifar10.NUM_CLASSES), np.int64)
     with tf.Session(graph=self.graph, config=config) as sess:
       self.saver.restore(sess, checkpoint)
+      start = time.time()
       # The summaries (input images) come with the first batch: running
       # them on their own would consume a batch.
       labels, predictions, summary = sess.run(
@@ -99,8 +101,9 @@ class _Evaluator(object):
           labels, predictions = sess.run([self.labels, self.predictions])
         except tf.errors.OutOfRangeError:
           break
+      seconds = time.time() - start
     self._write_summaries(summary, step, confusion)
-    return step, confusion
+    return step, confusion, seconds
 
   def _write_summaries(self, summary_str, step, confusion):
     summary = tf.Summary()
@@ -206,9 +209,12 @@ class _Stop(object):
 
 
 def _evaluate_and_report(evaluator, checkpoint):
-  step, confusion = evaluator.evaluate(checkpoint)
+  step, confusion, seconds = evaluator.evaluate(checkpoint)
   figures = report(confusion, evaluator.class_names, step, checkpoint)
   print_report(figures)
+  cifar10_cli.log('evaluated %d images in %.2f s (%.0f images/sec)'
+                  % (figures['num_examples'], seconds,
+                     figures['num_examples'] / seconds))
   if FLAGS.report_json:
     _write_json(FLAGS.report_json, figures)
 

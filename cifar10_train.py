@@ -215,6 +215,8 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
     if self._last_time is None:
       # The first step includes graph optimization; time from its end.
       self._last_time, self._last_step = now, step
+      cifar10_cli.log('first step (step %d) done %.1f s after the process '
+                      'started' % (step, cifar10_cli.seconds_since_start()))
     elif step % self._log_frequency == 0 and step > self._last_step:
       sec_per_batch = (now - self._last_time) / (step - self._last_step)
       cifar10_cli.log(format_step(
@@ -304,8 +306,9 @@ def train(devices, data_dir):
     cifar10_cli.log('stopped at step %d; checkpoint saved in %s'
                     % (monitor.step, FLAGS.train_dir))
     return 128 + monitor.stop_signal
-  cifar10_cli.log('done: step %d, checkpoint saved in %s'
-                  % (monitor.step, FLAGS.train_dir))
+  cifar10_cli.log('done: step %d, checkpoint saved in %s (peak memory %.0f '
+                  'MB)' % (monitor.step, FLAGS.train_dir,
+                           cifar10_cli.peak_memory_mb()))
   return 0
 
 

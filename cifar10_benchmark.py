@@ -1,0 +1,290 @@
+"""Measures the suite's speed on this machine, in one run.
+
+  python cifar10_benchmark.py [--json=FILE] [--rounds=2] [--steps=60]
+
+Writes a data set of the official size in the CIFAR-10 format (random
+pixels, nothing is downloaded) into a temporary directory, then measures:
+
+  * training examples/sec of cifar10_train.py (one tower) and of
+    cifar10_multi_gpu_train.py --num_gpus=1, float32, at --batch_size: the
+    median over --steps steps after --warmup steps, with the spread, from the
+    scripts' own per-step log lines (--log_frequency=1);
+  * the same with --use_fp16 (mixed precision);
+  * seconds from process start to the end of the first training step;
+  * peak resident memory of each training process;
+  * the float32 matrix-multiply rate of this machine (2048x2048 matmuls in
+    graph mode) and the ratio
+      examples/sec x FLOPS_PER_TRAINING_EXAMPLE / matmul FLOP/s;
+  * the input pipeline alone, in images/sec, and its ratio to training;
+  * evaluation images/sec over 10,000 images (cifar10_eval.py --run_once).
+
+Each training configuration runs --rounds times, interleaved, so that a slow
+moment of a noisy machine does not land on one configuration only. --smoke
+runs everything on tiny data in a few seconds (what CI checks).
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import cifar10
+import cifar10_cli
+import cifar10_input
+
+FLAGS = tf.app.flags.FLAGS
+
+tf.app.flags.DEFINE_string('json', '', """Also write the figures to this file.""")
+tf.app.flags.DEFINE_integer('rounds', 2,
+                            """Runs of each training configuration.""")
+tf.app.flags.DEFINE_integer('steps', 60, """Measured steps per run.""")
+tf.app.flags.DEFINE_integer('warmup', 10, """Steps before measuring.""")
+tf.app.flags.DEFINE_boolean('smoke', False,
+                            """Tiny data and few steps: checks that the """
+                            """benchmark works, measures nothing useful.""")
+for _name in ('rounds', 'steps', 'warmup'):
+  cifar10_cli.positive(_name)
+
+# Multiply-adds of one forward pass: conv1 24*24*64*(5*5*3), conv2
+# 12*12*64*(5*5*64), local3 2304*384, local4 384*192, softmax_linear 192*10.
+FORWARD_MACS = (24 * 24 * 64 * 75 + 12 * 12 * 64 * 1600 + 2304 * 384 +
+                384 * 192 + 192 * 10)
+# A training step does each layer's multiply-adds three times (forward,
+# gradient of the weights, gradient of the input), except that no gradient
+# flows into the images; 2 FLOPs per multiply-add. Pooling, LRN, ReLU and
+# the optimizer are not counted. About 105.3 MFLOP.
+FLOPS_PER_TRAINING_EXAMPLE = 2 * (3 * FORWARD_MACS - 24 * 24 * 64 * 75)
+
+_STEP = re.compile(r': step (\d+), loss = [\d.naif]+ \(([\d.]+) examples/sec')
+_FIRST_STEP = re.compile(r'first step \(step \d+\) done ([\d.]+) s after')
+_EVAL = re.compile(r'evaluated (\d+) images in ([\d.]+) s')
+_PEAK = re.compile(r'peak memory ([\d.]+) MB')
+
+
+def machine():
+  """A one-line description of this machine."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = re.findall(r'^model name\s*:\s*(.+)$', f.read(), re.M)
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  flags = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      words = set(f.read().split())
+    flags = ', '.join(w for w in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
+                      if w in words)
+  except OSError:
+    pass
+  gpus = tf.config.list_physical_devices('GPU')
+  return '%s, %d cores (%s)%s; TensorFlow %s; Python %s' % (
+      cpu, os.cpu_count(), flags or 'no AVX flags found',
+      '; %d GPU(s)' % len(gpus) if gpus else '; no GPU', tf.__version__,
+      platform.python_version())
+
+
+def write_data(batches_dir, per_file, test_records):
+  """CIFAR-10 files of random pixels with the official layout."""
+  os.makedirs(batches_dir)
+  rng = np.random.RandomState(0)
+  for name, count in ([(n, per_file) for n in cifar10_input.TRAIN_FILES] +
+                      [(n, test_records) for n in cifar10_input.EVAL_FILES]):
+    records = rng.randint(0, 256, size=(count, cifar10_input.RECORD_BYTES),
+                          dtype=np.uint8)
+    records[:, 0] %= cifar10_input.NUM_CLASSES
+    records.tofile(os.path.join(batches_dir, name))
+
+
+def matmul_flops(size, runs):
+  """Float32 FLOP/s of size x size matrix products in graph mode (median)."""
+  with tf.Graph().as_default():
+    a = tf.Variable(tf.random.normal([size, size]))
+    b = tf.Variable(tf.random.normal([size, size]))
+    # The sum keeps the result in the graph without copying it out.
+    product = tf.reduce_sum(tf.matmul(a, b))
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      sess.run(product)
+      times = []
+      for _ in range(runs):
+        start = time.time()
+        sess.run(product)
+        times.append(time.time() - start)
+  return 2 * size ** 3 / np.median(times)
+
+
+def pipeline_rate(batches_dir, batch_size, batches):
+  """Images/sec of `distorted_inputs` alone (median over batches)."""
+  with tf.Graph().as_default():
+    images, _ = cifar10_input.distorted_inputs(batches_dir, batch_size)
+    with tf.Session() as sess:
+      for _ in range(5):
+        sess.run(images.op)
+      times = []
+      for _ in range(batches):
+        start = time.time()
+        sess.run(images.op)
+        times.append(time.time() - start)
+  return batch_size / np.median(times)
+
+
+def run_script(args):
+  """Runs a script of the suite to the end; returns its stdout."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run([sys.executable] + args, capture_output=True,
+                        env=env, text=True,
+                        cwd=os.path.dirname(os.path.abspath(__file__)))
+  if proc.returncode:
+    last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
+    raise RuntimeError('%s exited %d: %s' % (' '.join(args),
+                                             proc.returncode, last))
+  return proc.stdout
+
+
+def train_once(script, data_dir, train_dir, steps, extra):
+  """Trains `steps` steps from scratch.
+
+  Returns:
+    (per-step examples/sec, seconds from process start to the end of the
+    first step, peak resident memory in MB), from the script's own log.
+  """
+  shutil.rmtree(train_dir, ignore_errors=True)
+  out = run_script([
+      script, '--data_dir=%s' % data_dir, '--train_dir=%s' % train_dir,
+      '--batch_size=%d' % FLAGS.batch_size, '--max_steps=%d' % steps,
+      '--log_frequency=1', '--save_checkpoint_secs=3600'] + extra)
+  rates = [float(r) for _, r in _STEP.findall(out)]
+  return (rates, float(_FIRST_STEP.search(out).group(1)),
+          float(_PEAK.search(out).group(1)))
+
+
+def summarize(rates):
+  """Median and spread of per-step rates."""
+  rates = np.asarray(rates)
+  return {'median': float(np.median(rates)), 'min': float(rates.min()),
+          'max': float(rates.max()),
+          'p25': float(np.percentile(rates, 25)),
+          'p75': float(np.percentile(rates, 75)), 'samples': int(rates.size)}
+
+
+def main(argv=None):  # pylint: disable=unused-argument
+  smoke = FLAGS.smoke
+  per_file, test_records = (256, 256) if smoke else (10000, 10000)
+  steps = 3 if smoke else FLAGS.steps
+  warmup = 2 if smoke else FLAGS.warmup
+  work = tempfile.mkdtemp(prefix='cifar10_benchmark-')
+  try:
+    data_dir = os.path.join(work, 'data')
+    batches_dir = os.path.join(data_dir, cifar10_input.BATCHES_DIR)
+    write_data(batches_dir, per_file, test_records)
+    figures = {'machine': machine(), 'batch_size': FLAGS.batch_size,
+               'smoke': smoke,
+               'flops_per_training_example': FLOPS_PER_TRAINING_EXAMPLE}
+    cifar10_cli.log(figures['machine'])
+
+    configs = [('train_fp32', 'cifar10_train.py', []),
+               ('multi_gpu_1_tower_fp32', 'cifar10_multi_gpu_train.py',
+                ['--num_gpus=1']),
+               ('train_mixed_precision', 'cifar10_train.py', ['--use_fp16'])]
+    results = {name: {'rates': [], 'first_step_s': [], 'peak_rss_mb': []}
+               for name, _, _ in configs}
+    for round_index in range(1 if smoke else FLAGS.rounds):
+      for name, script, extra in configs:
+        rates, first, peak = train_once(
+            script, data_dir, os.path.join(work, name), warmup + steps, extra)
+        results[name]['rates'] += rates[warmup:]
+        results[name]['first_step_s'].append(first)
+        results[name]['peak_rss_mb'].append(peak)
+        cifar10_cli.log('round %d, %s: median %.0f examples/sec' % (
+            round_index + 1, name, np.median(rates[warmup:])))
+    for name, result in results.items():
+      figures[name] = dict(summarize(result.pop('rates')),
+                           first_step_s=min(result['first_step_s']),
+                           peak_rss_mb=max(result['peak_rss_mb']))
+
+    figures['matmul_gflops'] = matmul_flops(256 if smoke else 2048,
+                                            5 if smoke else 30) / 1e9
+    train_rate = figures['train_fp32']['median']
+    figures['ratio_to_matmul'] = (train_rate * FLOPS_PER_TRAINING_EXAMPLE /
+                                  (figures['matmul_gflops'] * 1e9))
+    figures['mixed_precision_speedup'] = (
+        figures['train_mixed_precision']['median'] / train_rate)
+    figures['pipeline_images_per_sec'] = pipeline_rate(
+        batches_dir, FLAGS.batch_size, 10 if smoke else 100)
+    figures['pipeline_to_training'] = (figures['pipeline_images_per_sec'] /
+                                       train_rate)
+
+    out = run_script([
+        'cifar10_eval.py', '--data_dir=%s' % data_dir, '--run_once',
+        '--checkpoint_dir=%s' % os.path.join(work, 'train_fp32'),
+        '--eval_dir=%s' % os.path.join(work, 'eval'),
+        '--num_examples=%d' % test_records,
+        '--batch_size=%d' % FLAGS.batch_size])
+    count, seconds = _EVAL.search(out).groups()
+    figures['eval_images'] = int(count)
+    figures['eval_images_per_sec'] = int(count) / float(seconds)
+
+    print_table(figures)
+    if FLAGS.json:
+      with open(FLAGS.json, 'w') as f:
+        json.dump(figures, f, indent=2)
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  return 0
+
+
+def print_table(figures):
+  """The figures as a readable table."""
+  rows = [('machine', figures['machine']),
+          ('batch size', '%d' % figures['batch_size'])]
+  for name, label in [('train_fp32', 'cifar10_train.py float32'),
+                      ('multi_gpu_1_tower_fp32',
+                       'cifar10_multi_gpu_train.py, 1 tower, float32'),
+                      ('train_mixed_precision',
+                       'cifar10_train.py --use_fp16')]:
+    f = figures[name]
+    rows.append(('%s, examples/sec' % label,
+                 '%.0f median (p25 %.0f, p75 %.0f, min %.0f, max %.0f; '
+                 '%d steps)' % (f['median'], f['p25'], f['p75'], f['min'],
+                                f['max'], f['samples'])))
+    rows.append(('%s, first step after start' % label,
+                 '%.1f s' % f['first_step_s']))
+    rows.append(('%s, peak resident memory' % label,
+                 '%.0f MB' % f['peak_rss_mb']))
+  rows += [
+      ('float32 matmul rate', '%.0f GFLOP/s' % figures['matmul_gflops']),
+      ('FLOPs per training example', '%.1f M (counted: 3 x 2 x multiply-adds'
+       ' of the conv and fully connected layers, less the image gradient)'
+       % (figures['flops_per_training_example'] / 1e6)),
+      ('ratio of float32 training to matmul rate',
+       '%.2f' % figures['ratio_to_matmul']),
+      ('mixed precision / float32', '%.2f x'
+       % figures['mixed_precision_speedup']),
+      ('input pipeline alone', '%.0f images/sec (%.1f x training)'
+       % (figures['pipeline_images_per_sec'],
+          figures['pipeline_to_training'])),
+      ('evaluation', '%.0f images/sec over %d images'
+       % (figures['eval_images_per_sec'], figures['eval_images'])),
+  ]
+  width = max(len(r[0]) for r in rows)
+  for label, value in rows:
+    print('%-*s  %s' % (width, label, value))
+  sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  cifar10_cli.run(main)

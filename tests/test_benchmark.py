@@ -1,0 +1,25 @@
+"""The benchmark is a tool, not a test: this only checks that it works."""
+
+import json
+
+from cifar_testdata import run_script
+
+
+def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
+  out = tmp_path / 'figures.json'
+  proc = run_script('cifar10_benchmark.py', '--smoke', '--json=%s' % out,
+                    check=0)
+  figures = json.loads(out.read_text())
+  for name in ('train_fp32', 'multi_gpu_1_tower_fp32',
+               'train_mixed_precision'):
+    assert figures[name]['median'] > 0 and figures[name]['samples'] >= 2
+    assert 0 < figures[name]['first_step_s'] < 120
+    assert figures[name]['peak_rss_mb'] > 100
+  assert figures['flops_per_training_example'] == 105295104
+  assert figures['matmul_gflops'] > 0
+  assert figures['ratio_to_matmul'] == (
+      figures['train_fp32']['median'] * 105295104 /
+      (figures['matmul_gflops'] * 1e9))
+  assert figures['pipeline_images_per_sec'] > 0
+  assert figures['eval_images'] == 256 and figures['eval_images_per_sec'] > 0
+  assert 'ratio of float32 training to matmul rate' in proc.stdout
