@@ -64,11 +64,13 @@ class _Evaluator(object):
     self.graph = tf.Graph()
     with self.graph.as_default():
       images, self.labels = cifar10.inputs(eval_data, num_examples)
+      # The input images; the model's activation histograms belong to
+      # training and would take a quarter of an evaluation's time.
+      self.summary_op = tf.summary.merge_all()
       logits = cifar10.inference(images)
       self.predictions = tf.argmax(logits, 1, output_type=tf.int32)
       self.var_map = cifar10.variables_to_restore()
       self.saver = tf.train.Saver(self.var_map)
-      self.summary_op = tf.summary.merge_all()
     self.writer = tf.summary.FileWriter(FLAGS.eval_dir, self.graph)
 
   def evaluate(self, checkpoint):

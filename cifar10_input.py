@@ -180,6 +180,9 @@ def _crop(images, offset_height, offset_width):
   return tf.gather(images, cols, axis=2, batch_dims=1)
 
 
+# The map functions are plain TensorFlow: skipping autograph's conversion
+# saves a third of a second of start-up.
+@tf.autograph.experimental.do_not_convert
 def _distort_batch(records):
   """Training preprocessing of a batch of raw records.
 
@@ -216,6 +219,7 @@ def _distort_batch(records):
   return images, labels[:, 0]
 
 
+@tf.autograph.experimental.do_not_convert
 def _central_batch(records):
   """Evaluation preprocessing: central crop and standardization.
 
@@ -249,7 +253,8 @@ def _records(paths, shuffle):
     return tf.data.FixedLengthRecordDataset(paths, RECORD_BYTES)
   files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths))
   records = files.repeat().interleave(
-      lambda path: tf.data.FixedLengthRecordDataset(path, RECORD_BYTES),
+      tf.autograph.experimental.do_not_convert(
+          lambda path: tf.data.FixedLengthRecordDataset(path, RECORD_BYTES)),
       cycle_length=len(paths), block_length=1)
   return records.shuffle(SHUFFLE_BUFFER_RECORDS)
 
