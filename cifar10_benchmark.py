@@ -145,6 +145,9 @@ def pipeline_rate(batches_dir, batch_size, batches):
 def run_script(args):
   """Runs a script of the suite to the end; returns its stdout."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  # These runs are single-machine measurements, whatever cluster the
+  # environment describes.
+  env.pop('TF_CONFIG', None)
   proc = subprocess.run([sys.executable] + args, capture_output=True,
                         env=env, text=True,
                         cwd=os.path.dirname(os.path.abspath(__file__)))

@@ -43,7 +43,7 @@ def _prog():
 
 def fail(message, status=1):
   """Prints `<script>: error: <message>` on stderr and exits."""
-  sys.stderr.write('%s: error: %s\n' % (_prog(), message))
+  sys.stderr.write('%s: error: %s%s\n' % (_prog(), _log_prefix, message))
   sys.stderr.flush()
   sys.exit(status)
 
@@ -119,9 +119,20 @@ def peak_memory_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# Names the speaker in each log and error line, e.g. 'worker 1: ' when
+# several tasks of a cluster log side by side; empty on one machine.
+_log_prefix = ''
+
+
+def set_log_prefix(prefix):
+  """Starts every later log and error line with `prefix`."""
+  global _log_prefix
+  _log_prefix = prefix
+
+
 def log(message):
   """Prints `<timestamp>: <message>`, the tutorial's log-line format."""
-  print('%s: %s' % (datetime.datetime.now(), message))
+  print('%s: %s%s' % (datetime.datetime.now(), _log_prefix, message))
   sys.stdout.flush()
 
 

@@ -12,7 +12,9 @@ epochs whatever the number of GPUs.
 
 Everything else (resume, checkpoints, summaries, signals, NaN handling,
 log lines) is cifar10_train.py's code; checkpoints of both trainers are
-interchangeable. On a machine without GPUs the towers run on the CPU.
+interchangeable. On a machine without GPUs the towers run on the CPU. On a
+cluster (the flags of cifar10_train.py, or TF_CONFIG) each worker runs
+--num_gpus towers on its own GPUs.
 """
 
 from __future__ import absolute_import
@@ -23,6 +25,7 @@ import tensorflow.compat.v1 as tf
 
 import cifar10
 import cifar10_cli
+import cifar10_cluster
 import cifar10_train
 
 FLAGS = tf.app.flags.FLAGS
@@ -32,12 +35,15 @@ cifar10_cli.positive('num_gpus')
 
 
 def main(argv=None):  # pylint: disable=unused-argument
+  task = cifar10_train.start_task()
+  if task and task.job_name == 'ps':
+    return cifar10_cluster.serve(task)
   devices = cifar10_train.tower_devices(FLAGS.num_gpus)
   if not devices[0].startswith('/gpu'):
     cifar10_cli.log('no GPU found: running the %d tower(s) on the CPU'
                     % FLAGS.num_gpus)
   data_dir = cifar10.maybe_download_and_extract()
-  return cifar10_train.train(devices, data_dir)
+  return cifar10_train.train(devices, data_dir, task)
 
 
 if __name__ == '__main__':

@@ -13,6 +13,12 @@ Training resumes from the newest checkpoint in --train_dir (global step,
 learning-rate schedule and moving averages continue) and never deletes
 anything unless --fresh is given. Ctrl-C or SIGTERM writes a checkpoint
 before exiting; a NaN or infinite loss stops training without saving it.
+
+Given a cluster (--ps_hosts, --worker_hosts, --job_name, --task_index, or
+TF_CONFIG), the process is one task of it: a parameter server, or a worker
+that runs this same trainer with the variables on the parameter servers and,
+by default, synchronous updates; worker 0 (the chief) owns --train_dir. See
+cifar10_cluster.py.
 """
 
 from __future__ import absolute_import
@@ -20,6 +26,7 @@ from __future__ import division
 from __future__ import print_function
 
 import collections
+import contextlib
 import math
 import os
 import signal
@@ -30,6 +37,7 @@ import tensorflow.compat.v1 as tf
 
 import cifar10
 import cifar10_cli
+import cifar10_cluster
 import cifar10_input
 
 FLAGS = tf.app.flags.FLAGS
@@ -99,7 +107,8 @@ def tower_devices(num_towers):
   return ['/gpu:%d' % i for i in range(num_towers)]
 
 
-def build_training_graph(devices, data_dir, batch_size, replicas=1):
+def build_training_graph(devices, data_dir, batch_size, replicas=1,
+                         wrap_optimizer=None):
   """Builds the training step with one tower per device, in the default graph.
 
   One input pipeline reads `batch_size * len(devices)` images per step and
@@ -111,6 +120,7 @@ def build_training_graph(devices, data_dir, batch_size, replicas=1):
     batch_size: images per tower.
     replicas: workers whose batches one global step aggregates (for the
       learning-rate schedule in synchronous cluster training).
+    wrap_optimizer: see `cifar10.train`; None for plain gradient descent.
 
   Returns:
     A TrainingGraph.
@@ -118,10 +128,10 @@ def build_training_graph(devices, data_dir, batch_size, replicas=1):
   with tf.device('/cpu:0'):
     images, labels = cifar10_input.distorted_inputs(
         data_dir, batch_size * len(devices))
-  return build_towers(images, labels, devices, replicas)
+  return build_towers(images, labels, devices, replicas, wrap_optimizer)
 
 
-def build_towers(images, labels, devices, replicas=1):
+def build_towers(images, labels, devices, replicas=1, wrap_optimizer=None):
   """The training step on a batch split among towers, one per device.
 
   The towers share one set of variables (on the CPU) and their gradients are
@@ -133,6 +143,7 @@ def build_towers(images, labels, devices, replicas=1):
     labels: int32 [N * B].
     devices: list of device strings, one per tower.
     replicas: workers whose batches one global step aggregates.
+    wrap_optimizer: see `cifar10.train`; None for plain gradient descent.
 
   Returns:
     A TrainingGraph: the train op, the loss averaged over the towers, the
@@ -157,7 +168,8 @@ def build_towers(images, labels, devices, replicas=1):
   train_op = cifar10.train(
       tower_losses[-1], global_step,
       grads_and_vars=cifar10.average_gradients(tower_grads),
-      examples_per_step=examples_per_step, total_losses=tower_losses)
+      examples_per_step=examples_per_step, total_losses=tower_losses,
+      wrap_optimizer=wrap_optimizer)
   loss = tf.add_n(tower_losses) / len(tower_losses)
   with tf.control_dependencies([train_op]):
     step_after = tf.identity(global_step)
@@ -166,33 +178,68 @@ def build_towers(images, labels, devices, replicas=1):
                        examples_per_step)
 
 
-def format_step(step, loss_value, examples_per_sec, sec_per_batch):
-  """The tutorial's progress line (without the timestamp)."""
-  return ('step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)'
-          % (step, loss_value, examples_per_sec, sec_per_batch))
+def format_step(step, loss_value, examples_per_sec, sec_per_batch,
+                cluster_examples_per_sec=None):
+  """The tutorial's progress line (without the timestamp).
+
+  On a cluster, `examples_per_sec` and `sec_per_batch` are this worker's,
+  and `cluster_examples_per_sec` the whole cluster's (global steps per
+  second times the images of a global step).
+  """
+  cluster = ('; cluster %.1f examples/sec' % cluster_examples_per_sec
+             if cluster_examples_per_sec is not None else '')
+  return ('step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch%s)'
+          % (step, loss_value, examples_per_sec, sec_per_batch, cluster))
 
 
 class _TrainingMonitorHook(tf.train.SessionRunHook):
-  """Logs progress, stops on a NaN loss and on SIGINT or SIGTERM."""
+  """Logs progress, stops on a NaN loss and on SIGINT or SIGTERM.
 
-  def __init__(self, graph, log_frequency):
+  A line is logged each time the global step passes a multiple of
+  --log_frequency: on a cluster, a worker does not see every global step.
+
+  Args:
+    graph: the TrainingGraph.
+    log_frequency: steps between log lines.
+    replicas: on a cluster, the workers whose batches one global step
+      aggregates (1 in asynchronous training): the line then gives this
+      worker's figures and the cluster's. None on one machine.
+    chief: whether this process writes the checkpoints.
+    last_step: stop once the global step after a step reaches it. On one
+      machine StopAtStepHook does that; in asynchronous cluster training
+      its estimate lags behind the other workers' steps.
+  """
+
+  def __init__(self, graph, log_frequency, replicas=None, chief=True,
+               last_step=None):
     self._graph = graph
     self._log_frequency = log_frequency
+    self._replicas = replicas
+    self._chief = chief
+    self._stop_at_step = last_step
     self._last_time = None
     self._last_step = None
+    self._last_runs = 0
+    self._runs = 0
     self._last_finite = None
     self.step = None
+    self.start_step = 0
     self.stop_signal = None
 
   def begin(self):
     for signum in (signal.SIGINT, signal.SIGTERM):
       signal.signal(signum, self._on_signal)
 
+  def after_create_session(self, session, coord):
+    # A worker that joins a cluster whose training is over has no step to
+    # run: its first step would wait for a global step that never comes.
+    self.start_step = session.run(self._graph.global_step)
+
   def _on_signal(self, signum, unused_frame):
     self.stop_signal = signum
-    cifar10_cli.log('%s received: saving a checkpoint, then exiting '
-                    '(send it again to exit at once)'
-                    % signal.Signals(signum).name)
+    cifar10_cli.log('%s received: %sexiting (send it again to exit at once)'
+                    % (signal.Signals(signum).name,
+                       'saving a checkpoint, then ' if self._chief else ''))
     # A second signal interrupts at once, the default behaviour.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -211,19 +258,31 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
           'loss is %s at step %d (learning rate %g; %s); training stopped '
           'without saving this state' % (loss_value, step, lr, last))
     self._last_finite = (loss_value, step)
+    self._runs += 1
     now = time.time()
     if self._last_time is None:
       # The first step includes graph optimization; time from its end.
       self._last_time, self._last_step = now, step
+      self._last_runs = self._runs
       cifar10_cli.log('first step (step %d) done %.1f s after the process '
                       'started' % (step, cifar10_cli.seconds_since_start()))
-    elif step % self._log_frequency == 0 and step > self._last_step:
-      sec_per_batch = (now - self._last_time) / (step - self._last_step)
-      cifar10_cli.log(format_step(
-          step, loss_value, self._graph.examples_per_step / sec_per_batch,
-          sec_per_batch))
+    elif (step // self._log_frequency >
+          self._last_step // self._log_frequency):
+      elapsed = now - self._last_time
+      # This process's batches; on one machine, one per global step.
+      sec_per_batch = elapsed / (self._runs - self._last_runs)
+      batch = self._graph.examples_per_step / (self._replicas or 1)
+      cluster_rate = None
+      if self._replicas is not None:
+        cluster_rate = ((step - self._last_step) *
+                        self._graph.examples_per_step / elapsed)
+      cifar10_cli.log(format_step(step, loss_value, batch / sec_per_batch,
+                                  sec_per_batch, cluster_rate))
       self._last_time, self._last_step = now, step
-    if self.stop_signal is not None:
+      self._last_runs = self._runs
+    if self.stop_signal is not None or (
+        self._stop_at_step is not None and
+        step >= self._stop_at_step):
       run_context.request_stop()
 
 
@@ -255,66 +314,193 @@ def prepare_train_dir(train_dir, fresh):
   return tf.train.latest_checkpoint(train_dir)
 
 
-def train(devices, data_dir):
-  """Trains to --max_steps, resuming from --train_dir.
+def _log_plan(devices, data_dir, checkpoint, start_step, task,
+              sync_examples_per_step):
+  """Logs what training will do.
 
   Args:
     devices: one device string per tower.
     data_dir: directory with the `.bin` files.
+    checkpoint: the checkpoint training resumes from, or None.
+    start_step: its global step (0 without).
+    task: the cluster task, or None on one machine.
+    sync_examples_per_step: in synchronous cluster training, the images of
+      a global step; else None.
+  """
+  chief = task is None or task.is_chief
+  cifar10_cli.log('data: %s' % data_dir)
+  if chief:
+    cifar10_cli.log('train_dir: %s, %s' % (
+        FLAGS.train_dir, 'resuming from %s (step %d)' % (
+            checkpoint, start_step)
+        if checkpoint else 'starting fresh at step 0'))
+  else:
+    cifar10_cli.log('checkpoints and summaries: written by the chief '
+                    '(worker 0)')
+  cifar10_cli.log('batch size %d x %d tower(s) on %s%s, to step %d' % (
+      FLAGS.batch_size, len(devices), ', '.join(devices),
+      ' (mixed precision: %s)' % cifar10.compute_dtype().name
+      if FLAGS.use_fp16 else '', FLAGS.max_steps))
+  if task and sync_examples_per_step:
+    cifar10_cli.log('synchronous training: each global step averages one '
+                    'batch from each of the %d workers (%d images)'
+                    % (task.num_workers, sync_examples_per_step))
+  elif task:
+    cifar10_cli.log('asynchronous training: each worker applies its own '
+                    'gradients; a global step is one batch of one worker')
+  if chief:
+    cifar10_cli.log('watch: %s' % cifar10_cli.tensorboard_hint(
+        FLAGS.train_dir, DEFAULT_EVAL_DIR))
+
+
+def train(devices, data_dir, task=None):
+  """Trains to --max_steps, resuming from --train_dir.
+
+  On a cluster this is one worker's part (see cifar10_cluster.py): the same
+  graph, with the variables on the parameter servers and, in synchronous
+  training, the optimizer wrapped in a SyncReplicasOptimizer. Only the chief
+  (worker 0) reads and writes --train_dir.
+
+  Args:
+    devices: one device string per tower.
+    data_dir: directory with the `.bin` files.
+    task: this worker's cifar10_cluster.Task; None on one machine.
 
   Returns:
     Exit status: 0, or 128 + the signal that stopped training.
   """
-  checkpoint = prepare_train_dir(FLAGS.train_dir, FLAGS.fresh)
-  start_step = cifar10_cli.checkpoint_step(checkpoint) if checkpoint else 0
-  if start_step >= FLAGS.max_steps:
+  chief = task is None or task.is_chief
+  checkpoint, start_step = None, 0
+  if chief:
+    checkpoint = prepare_train_dir(FLAGS.train_dir, FLAGS.fresh)
+    start_step = cifar10_cli.checkpoint_step(checkpoint) if checkpoint else 0
+  elif FLAGS.fresh:
+    cifar10_cli.log('--fresh: ignored; only the chief (worker 0) removes '
+                    'files, from its --train_dir')
+  finished = chief and start_step >= FLAGS.max_steps
+  if finished:
     cifar10_cli.log('%s is already at step %d, --max_steps=%d: nothing to do'
                     % (checkpoint, start_step, FLAGS.max_steps))
-    return 0
+    if task is None or checkpoint is None:
+      return 0
 
   with tf.Graph().as_default():
-    graph = build_training_graph(devices, data_dir, FLAGS.batch_size)
+    server = sync = None
+    replicas = 1
+    if task:
+      server = cifar10_cluster.start_server(task)
+      cifar10_cluster.wait_for_ps(task, FLAGS.cluster_timeout_secs)
+      if FLAGS.sync_replicas:
+        sync = cifar10_cluster.SyncReplicasHook(chief, task.num_workers,
+                                                FLAGS.max_steps)
+        replicas = task.num_workers
+    placement = (tf.device(cifar10_cluster.device_setter(task)) if task
+                 else contextlib.nullcontext())
+    with placement:
+      graph = build_training_graph(devices, data_dir, FLAGS.batch_size,
+                                   replicas, sync.wrap if sync else None)
     if checkpoint:
       cifar10_cli.check_checkpoint(
           checkpoint, {v.op.name: v for v in tf.global_variables()})
-    cifar10_cli.log('data: %s' % data_dir)
-    cifar10_cli.log('train_dir: %s, %s' % (
-        FLAGS.train_dir, 'resuming from %s (step %d)' % (checkpoint, start_step)
-        if checkpoint else 'starting fresh at step 0'))
-    cifar10_cli.log('batch size %d x %d tower(s) on %s%s, to step %d' % (
-        FLAGS.batch_size, len(devices), ', '.join(devices),
-        ' (mixed precision: %s)' % cifar10.compute_dtype().name
-        if FLAGS.use_fp16 else '', FLAGS.max_steps))
-    cifar10_cli.log('watch: %s' % cifar10_cli.tensorboard_hint(
-        FLAGS.train_dir, DEFAULT_EVAL_DIR))
+    if not finished:
+      _log_plan(devices, data_dir, checkpoint, start_step, task,
+                graph.examples_per_step if sync else None)
 
-    monitor = _TrainingMonitorHook(graph, FLAGS.log_frequency)
-    steps = FLAGS.save_checkpoint_steps or None
-    with tf.train.MonitoredTrainingSession(
-        checkpoint_dir=FLAGS.train_dir,
-        hooks=[tf.train.StopAtStepHook(last_step=FLAGS.max_steps), monitor],
-        save_checkpoint_secs=None if steps else FLAGS.save_checkpoint_secs,
-        save_checkpoint_steps=steps,
-        save_summaries_steps=FLAGS.save_summaries_steps,
-        log_step_count_steps=0,
-        config=tf.ConfigProto(
-            allow_soft_placement=True,
-            log_device_placement=FLAGS.log_device_placement)) as sess:
-      while not sess.should_stop():
-        sess.run(graph.train_op)
+    config = tf.ConfigProto(
+        allow_soft_placement=True,
+        log_device_placement=FLAGS.log_device_placement)
+    if task:
+      cifar10_cluster.session_config(task, config)
+    if finished:
+      cifar10_cluster.publish_checkpoint(server.target, config, checkpoint)
+      cifar10_cli.log('restored %s onto the parameter servers, for the other '
+                      'workers to see' % checkpoint)
+      return 0
+
+    monitor = _TrainingMonitorHook(graph, FLAGS.log_frequency,
+                                   replicas if task else None, chief,
+                                   FLAGS.max_steps if task else None)
+    hooks = [tf.train.StopAtStepHook(last_step=FLAGS.max_steps), monitor]
+    if sync:
+      hooks.append(sync)
+    if chief:
+      steps = FLAGS.save_checkpoint_steps or None
+      session = tf.train.MonitoredTrainingSession(
+          master=server.target if server else '',
+          checkpoint_dir=FLAGS.train_dir,
+          hooks=hooks,
+          save_checkpoint_secs=None if steps else FLAGS.save_checkpoint_secs,
+          save_checkpoint_steps=steps,
+          save_summaries_steps=FLAGS.save_summaries_steps,
+          log_step_count_steps=0,
+          config=config)
+    else:
+      session = tf.train.MonitoredSession(
+          session_creator=cifar10_cluster.WorkerSessionCreator(
+              server.target, config, FLAGS.cluster_timeout_secs),
+          hooks=hooks)
+    # A synchronous step waits for every worker's batch; after
+    # --cluster_timeout_secs the worker sends another (SyncReplicasHook).
+    options = (tf.RunOptions(timeout_in_ms=1000 * FLAGS.cluster_timeout_secs)
+               if sync else None)
+    stalled_at = None
+    with session as sess:
+      if task:
+        cifar10_cli.log('joined at global step %d' % monitor.start_step)
+      while not sess.should_stop() and monitor.start_step < FLAGS.max_steps:
+        try:
+          sess.run(graph.train_op, options=options)
+        except tf.errors.DeadlineExceededError:
+          if sync is None:
+            raise
+          step = sync.resynchronize()
+          if step >= FLAGS.max_steps:
+            break
+          if step == stalled_at:
+            # Not even another batch helped: nobody applies the updates.
+            raise tf.errors.DeadlineExceededError(
+                None, None, 'no global step for %d s (2 x '
+                '--cluster_timeout_secs): is the chief (worker 0) running?'
+                % (2 * FLAGS.cluster_timeout_secs))
+          stalled_at = step
+          cifar10_cli.log('no global step for %d s (a worker down?): sending '
+                          'another batch' % FLAGS.cluster_timeout_secs)
+    if sync and not sync.join():
+      cifar10_cli.log('the synchronous update thread did not stop; exiting '
+                      'without it')
+  step = monitor.step if monitor.step is not None else monitor.start_step
+  saved = ('checkpoint saved in %s' % FLAGS.train_dir if chief
+           else 'checkpoints are the chief\'s')
   if monitor.stop_signal is not None:
-    cifar10_cli.log('stopped at step %d; checkpoint saved in %s'
-                    % (monitor.step, FLAGS.train_dir))
+    cifar10_cli.log('stopped at step %d; %s' % (step, saved))
     return 128 + monitor.stop_signal
-  cifar10_cli.log('done: step %d, checkpoint saved in %s (peak memory %.0f '
-                  'MB)' % (monitor.step, FLAGS.train_dir,
-                           cifar10_cli.peak_memory_mb()))
+  cifar10_cli.log('done: step %d, %s (peak memory %.0f MB)'
+                  % (step, saved, cifar10_cli.peak_memory_mb()))
   return 0
 
 
+def start_task():
+  """This process's task in a cluster, announced in the log.
+
+  Returns:
+    A cifar10_cluster.Task, or None to train on this machine alone.
+
+  Raises:
+    cifar10_cli.UsageError: if the cluster flags or TF_CONFIG are invalid.
+  """
+  task = cifar10_cluster.task_from_flags(os.environ)
+  if task:
+    cifar10_cli.set_log_prefix(task.name + ': ')
+    cifar10_cli.log(task.describe())
+  return task
+
+
 def main(argv=None):  # pylint: disable=unused-argument
+  task = start_task()
+  if task and task.job_name == 'ps':
+    return cifar10_cluster.serve(task)
   data_dir = cifar10.maybe_download_and_extract()
-  return train(tower_devices(1), data_dir)
+  return train(tower_devices(1), data_dir, task)
 
 
 if __name__ == '__main__':

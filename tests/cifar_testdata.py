@@ -99,7 +99,11 @@ def dataset_tarball(train_per_file=16, test_records=40, seed=0):
 
 
 def script_env(**extra):
-  env = dict(os.environ, **extra)
+  env = dict(os.environ)
+  # A cluster in the caller's environment would make every training run a
+  # task of it; tests that want one pass it in `extra`.
+  env.pop('TF_CONFIG', None)
+  env.update(extra)
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
   env['CUDA_VISIBLE_DEVICES'] = ''
   env['PYTHONUNBUFFERED'] = '1'
@@ -135,7 +139,15 @@ def run_script(script, *args, timeout=240, check=None, env=None):
   return proc
 
 
-def start_script(script, *args, **popen_kwargs):
-  """Starts a script in the background; the caller stops it."""
+def start_script(script, *args, env=None, **popen_kwargs):
+  """Starts a script in the background; the caller stops it.
+
+  Args:
+    script: file name such as 'cifar10_train.py'.
+    *args: command-line arguments.
+    env: extra environment variables.
+    **popen_kwargs: for subprocess.Popen, e.g. stdout.
+  """
   return subprocess.Popen(script_command(script, *args), cwd=REPO,
-                          env=script_env(), text=True, **popen_kwargs)
+                          env=script_env(**(env or {})), text=True,
+                          **popen_kwargs)
