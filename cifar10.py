@@ -107,11 +107,11 @@ def scalar_summary(tag, value):
 def histogram_summary(tag, values):
   """Adds a histogram summary whose tag is exactly `tag`.
 
-  Only finite values are counted: the histogram op fails on a NaN, which
+  Non-finite values count as zeros: the histogram op fails on a NaN, which
   would replace the trainer's diverged-loss message with an op error.
   """
-  values = tf.reshape(tf.cast(values, tf.float32), [-1])
-  values = tf.boolean_mask(values, tf.is_finite(values))
+  values = tf.cast(values, tf.float32)
+  values = tf.where(tf.is_finite(values), values, tf.zeros_like(values))
   tf.add_to_collection(tf.GraphKeys.SUMMARIES, tf.raw_ops.HistogramSummary(
       tag=tag, values=values))
 
