@@ -312,7 +312,9 @@ def _lrn(x, name):
   def normalize(inputs):
     scale = LRN_BIAS + LRN_ALPHA * _channel_window_sum(tf.square(inputs),
                                                        window)
-    factor = tf.pow(scale, -LRN_BETA)
+    # scale ** -beta; TensorFlow's pow kernel is four times slower on CPUs
+    # than this exp and log, which is also how its own LRN kernel does it.
+    factor = tf.exp(tf.log(scale) * -LRN_BETA)
     outputs = inputs * factor
 
     def grad(d_outputs):

@@ -57,6 +57,10 @@ CLASS_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
 # raw records (30 MB) fill in well under a second.
 SHUFFLE_BUFFER_RECORDS = 10000
 
+# Batches preprocessed at once, and batches ready ahead of the model.
+MAP_PARALLELISM = 2
+PREFETCH_BATCHES = 2
+
 # Distortions applied to training images.
 MAX_BRIGHTNESS_DELTA = 63
 CONTRAST_LOWER = 0.2
@@ -261,7 +265,11 @@ def _records(paths, shuffle):
 
 def _get_next(dataset, images_name):
   """Batches of (images, labels) from `dataset`, with the image summary."""
-  dataset = dataset.prefetch(2)
+  options = tf.data.Options()
+  # tf.data's autotuner can hold up closing the session by seconds, and a
+  # fixed small parallelism already feeds training several times over.
+  options.autotune.enabled = False
+  dataset = dataset.prefetch(PREFETCH_BATCHES).with_options(options)
   images, labels = tf.data.make_one_shot_iterator(dataset).get_next()
   tf.summary.image(images_name, images)
   return images, labels
@@ -285,7 +293,7 @@ def distorted_inputs(data_dir, batch_size):
   dataset = _records(paths, shuffle=True).batch(batch_size,
                                                 drop_remainder=True)
   dataset = dataset.map(_distort_batch,
-                        num_parallel_calls=tf.data.experimental.AUTOTUNE)
+                        num_parallel_calls=MAP_PARALLELISM)
   return _get_next(dataset, 'images')
 
 
@@ -314,5 +322,5 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None):
   if num_examples is not None:
     dataset = dataset.take(num_examples)
   dataset = dataset.batch(batch_size).map(
-      _central_batch, num_parallel_calls=tf.data.experimental.AUTOTUNE)
+      _central_batch, num_parallel_calls=MAP_PARALLELISM)
   return _get_next(dataset, 'images')
