@@ -83,6 +83,9 @@ LRN_BETA = 0.75                   # Exponent of the normalization (_lrn
 INITIAL_LOSS_SCALE = 2.0 ** 15    # Starting scale of the float16 loss.
 LOSS_SCALE_GROWTH_STEPS = 2000    # Finite steps before the scale doubles.
 
+# The message of the error a training step raises on a NaN or infinite loss.
+NON_FINITE_LOSS = 'the loss is not finite'
+
 # If a model is trained with multiple GPUs, prefix all Op names with
 # tower_name to differentiate the operations. Summaries drop this prefix.
 TOWER_NAME = 'tower'
@@ -205,6 +208,11 @@ def maybe_download_and_extract():
       FLAGS.data_dir, FLAGS.data_url, FLAGS.data_sha256)
 
 
+def batches_dir():
+  """The directory with the `.bin` files: <--data_dir>/cifar-10-batches-bin."""
+  return os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR)
+
+
 def distorted_inputs():
   """Distorted training batches from --data_dir and --batch_size.
 
@@ -216,7 +224,7 @@ def distorted_inputs():
     ValueError: if the data is missing or has the wrong size.
   """
   return cifar10_input.distorted_inputs(
-      data_dir=os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR),
+      data_dir=batches_dir(),
       batch_size=FLAGS.batch_size)
 
 
@@ -236,7 +244,7 @@ def inputs(eval_data, num_examples=None):
   """
   return cifar10_input.inputs(
       eval_data=eval_data,
-      data_dir=os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR),
+      data_dir=batches_dir(),
       batch_size=FLAGS.batch_size, num_examples=num_examples)
 
 
@@ -379,11 +387,20 @@ def inference(images, dtype=None):
   return tf.cast(logits, tf.float32)
 
 
+def _add_cross_entropy(logits, labels):
+  """Adds the mean cross entropy to the 'losses' collection."""
+  labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+  cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=logits, name='cross_entropy_per_example')
+  tf.add_to_collection('losses',
+                       tf.reduce_mean(cross_entropy, name='cross_entropy'))
+
+
 def loss(logits, labels):
-  """Mean cross entropy plus the weight-decay terms of the current tower.
+  """Mean cross entropy plus the weight-decay terms.
 
   Adds the cross entropy to the 'losses' collection, where the weight-decay
-  terms of `inference` already are.
+  terms of `inference` already are, and sums the collection.
 
   Args:
     logits: float32 [batch, NUM_CLASSES] from `inference`.
@@ -392,35 +409,36 @@ def loss(logits, labels):
   Returns:
     Scalar float32 total loss, named 'total_loss'.
   """
-  labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-  cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=labels, logits=logits, name='cross_entropy_per_example')
-  cross_entropy_mean = tf.reduce_mean(cross_entropy, name='cross_entropy')
-  tf.add_to_collection('losses', cross_entropy_mean)
-  # Only this tower's terms: the scope filter keeps tower_1 from summing
-  # tower_0's cross entropy.
-  scope = tf.get_default_graph().get_name_scope()
-  return tf.add_n(tf.get_collection('losses', scope + '/' if scope else None),
-                  name='total_loss')
+  _add_cross_entropy(logits, labels)
+  return tf.add_n(tf.get_collection('losses'), name='total_loss')
 
 
-def tower_loss(images, labels):
-  """Inference and loss for one tower, in the caller's `tower_N` scope.
+def tower_loss(scope, images, labels):
+  """Inference and loss for one tower, built in the name scope `scope`.
 
   Args:
+    scope: the tower's name scope, e.g. 'tower_0/'; only the terms of the
+      'losses' collection under it are summed, so tower_1 does not add
+      tower_0's cross entropy.
     images: float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3].
     labels: int32 [batch].
 
   Returns:
     Scalar total loss of the tower.
   """
-  return loss(inference(images), labels)
+  _add_cross_entropy(inference(images), labels)
+  return tf.add_n(tf.get_collection('losses', scope), name='total_loss')
 
 
 def _loss_scale():
   """The float16 loss scale: a local variable, so checkpoints never hold it
-  and stay interchangeable with float32 training."""
-  with tf.variable_scope('loss_scale', reuse=tf.AUTO_REUSE):
+  and stay interchangeable with float32 training.
+
+  Placed with the model's ops, outside any device function: on a cluster,
+  each worker adapts its own scale instead of sharing one on the parameter
+  servers.
+  """
+  with tf.device(None), tf.variable_scope('loss_scale', reuse=tf.AUTO_REUSE):
     scale = tf.get_variable(
         'scale', initializer=INITIAL_LOSS_SCALE, trainable=False,
         collections=[tf.GraphKeys.LOCAL_VARIABLES])
@@ -588,10 +606,17 @@ def train(total_loss, global_step, grads_and_vars=None,
   examples_per_step = examples_per_step or FLAGS.batch_size
   lr = learning_rate(global_step, examples_per_step)
   scalar_summary('learning_rate', lr)
-  loss_averages_op = _add_loss_summaries(
-      tower_loss_terms(total_losses or [total_loss]))
   if grads_and_vars is None:
     grads_and_vars = compute_gradients(total_loss)
+  # A NaN or infinite loss fails the step before any variable changes, so
+  # diverged weights are never applied, let alone saved.
+  loss_check = tf.debugging.assert_all_finite(
+      tf.stack(total_losses or [total_loss]), NON_FINITE_LOSS)
+  with tf.control_dependencies([loss_check]):
+    loss_averages_op = _add_loss_summaries(
+        tower_loss_terms(total_losses or [total_loss]))
+    grads_and_vars = [(None if g is None else tf.identity(g), v)
+                      for g, v in grads_and_vars]
 
   updates = []
   if compute_dtype() == tf.float16:

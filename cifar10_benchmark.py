@@ -40,7 +40,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import cifar10
+import cifar10  # pylint: disable=unused-import  (defines --batch_size)
 import cifar10_cli
 import cifar10_input
 
@@ -170,6 +170,7 @@ def train_once(script, data_dir, train_dir, steps, extra):
       script, '--data_dir=%s' % data_dir, '--train_dir=%s' % train_dir,
       '--batch_size=%d' % FLAGS.batch_size, '--max_steps=%d' % steps,
       '--log_frequency=1', '--save_checkpoint_secs=3600'] + extra)
+  # One rate per step from step 2: the first step starts the clock.
   rates = [float(r) for _, r in _STEP.findall(out)]
   return (rates, float(_FIRST_STEP.search(out).group(1)),
           float(_PEAK.search(out).group(1)))
@@ -209,11 +210,11 @@ def main(argv=None):  # pylint: disable=unused-argument
       for name, script, extra in configs:
         rates, first, peak = train_once(
             script, data_dir, os.path.join(work, name), warmup + steps, extra)
-        results[name]['rates'] += rates[warmup:]
+        results[name]['rates'] += rates[warmup - 1:]
         results[name]['first_step_s'].append(first)
         results[name]['peak_rss_mb'].append(peak)
         cifar10_cli.log('round %d, %s: median %.0f examples/sec' % (
-            round_index + 1, name, np.median(rates[warmup:])))
+            round_index + 1, name, np.median(rates[warmup - 1:])))
     for name, result in results.items():
       figures[name] = dict(summarize(result.pop('rates')),
                            first_step_s=min(result['first_step_s']),

@@ -296,7 +296,8 @@ def serve(task):
   Returns:
     Exit status 0.
   """
-  start_server(task)
+  # Keep the server referenced until the end: it serves while it exists.
+  server = start_server(task)
   cifar10_cli.log('serving the variables at %s to %d worker(s) until '
                   'stopped (SIGTERM or Ctrl-C)' % (task.address,
                                                    task.num_workers))
@@ -307,7 +308,8 @@ def serve(task):
   # handlers.
   while not received:
     time.sleep(0.5)
-  cifar10_cli.log('%s received: stopped' % signal.Signals(received[0]).name)
+  cifar10_cli.log('%s received: stopped %s' % (
+      signal.Signals(received[0]).name, server.target))
   return 0
 
 

@@ -380,11 +380,12 @@ def _content_range(value):
     unit, spec = value.strip().split(None, 1)
     span, total = spec.split('/', 1)
     first = int(span.split('-', 1)[0])
+    total = None if total.strip() == '*' else int(total)
   except (AttributeError, ValueError):
     return None
   if unit.lower() != 'bytes':
     return None
-  return first, (None if total.strip() == '*' else int(total))
+  return first, total
 
 
 def _fetch_once(url, part, tarball, progress):

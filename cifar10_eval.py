@@ -258,7 +258,7 @@ def evaluate(data_dir):
       return 0
     deadline = time.time() + FLAGS.eval_interval_secs
     while _Stop.signum is None and time.time() < deadline:
-      time.sleep(min(1.0, deadline - time.time()))
+      time.sleep(max(0.0, min(1.0, deadline - time.time())))
     if _Stop.signum is not None:
       cifar10_cli.log('%s received: stopped'
                       % signal.Signals(_Stop.signum).name)
@@ -268,7 +268,7 @@ def evaluate(data_dir):
 
 
 def main(argv=None):  # pylint: disable=unused-argument
-  data_dir = os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR)
+  data_dir = cifar10.batches_dir()
   available = cifar10_input.num_records(data_dir, FLAGS.eval_data == 'test')
   if FLAGS.num_examples > available:
     raise cifar10_cli.UsageError(

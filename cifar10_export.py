@@ -122,7 +122,9 @@ def build_signature():
   """
   size = cifar10_input.ORIGINAL_IMAGE_SIZE
   images = tf.placeholder(tf.uint8, [None, size, size, 3], name=INPUT_KEY)
-  probabilities = cifar10.predict(images)                 # [N, NUM_CLASSES]
+  # Float32 whatever --use_fp16 says: a served model should not depend on
+  # the machine that exported it.
+  probabilities = cifar10.predict(images, dtype=tf.float32)  # [N, CLASSES]
   classes = tf.argmax(probabilities, 1, name=CLASSES_KEY)  # int64 [N]
   signature = tf.saved_model.signature_def_utils.build_signature_def(
       inputs={INPUT_KEY: _tensor_info(images)},

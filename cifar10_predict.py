@@ -23,7 +23,6 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
-import os
 import sys
 
 import numpy as np
@@ -138,20 +137,20 @@ def main(argv):
     raise cifar10_cli.UsageError(
         'no image files given: cifar10_predict.py --checkpoint_dir=DIR '
         'IMAGE [IMAGE ...]')
-  class_names = cifar10_input.class_names(
-      os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR))
+  class_names = cifar10_input.class_names(cifar10.batches_dir())
   checkpoint = cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)
   classifier = Classifier()
   try:
-    for path in paths:
-      classifier.check_image(path, read_file(path))
+    contents = [read_file(path) for path in paths]
+    for path, image in zip(paths, contents):
+      classifier.check_image(path, image)
     classifier.restore(checkpoint)
     cifar10_cli.log('classifying %d image(s) with %s (step %d)'
                     % (len(paths), checkpoint,
                        cifar10_cli.checkpoint_step(checkpoint)))
-    for path in paths:
-      print(format_prediction(path, classifier.classify(read_file(path)),
-                              class_names, FLAGS.top_k))
+    for path, image in zip(paths, contents):
+      print(format_prediction(path, classifier.classify(image), class_names,
+                              FLAGS.top_k))
       sys.stdout.flush()
   finally:
     classifier.close()

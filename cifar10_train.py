@@ -27,7 +27,6 @@ from __future__ import print_function
 
 import collections
 import contextlib
-import math
 import os
 import signal
 import tempfile
@@ -73,8 +72,8 @@ for _name in ('max_steps', 'save_checkpoint_steps'):
 DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 
 # Files that training writes in --train_dir, and so --fresh may remove.
-_TRAINING_FILE_PREFIXES = ('checkpoint', 'model.ckpt-', 'events.out.tfevents.',
-                           'graph.pbtxt')
+_TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
+_TRAINING_FILE_PREFIXES = ('model.ckpt-', 'events.out.tfevents.')
 
 TrainingGraph = collections.namedtuple(
     'TrainingGraph',
@@ -158,8 +157,9 @@ def build_towers(images, labels, devices, replicas=1, wrap_optimizer=None):
   with tf.variable_scope(tf.get_variable_scope()):
     for i, device in enumerate(devices):
       with tf.device(device), tf.name_scope('%s_%d' % (cifar10.TOWER_NAME,
-                                                        i)):
-        total_loss = cifar10.tower_loss(tower_images[i], tower_labels[i])
+                                                        i)) as scope:
+        total_loss = cifar10.tower_loss(scope, tower_images[i],
+                                        tower_labels[i])
         # The next tower reuses this tower's variables.
         tf.get_variable_scope().reuse_variables()
         tower_grads.append(cifar10.compute_gradients(total_loss))
@@ -233,7 +233,8 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
   def after_create_session(self, session, coord):
     # A worker that joins a cluster whose training is over has no step to
     # run: its first step would wait for a global step that never comes.
-    self.start_step = session.run(self._graph.global_step)
+    self.start_step, self._learning_rate = session.run(
+        [self._graph.global_step, self._graph.learning_rate])
 
   def _on_signal(self, signum, unused_frame):
     self.stop_signal = signum
@@ -244,19 +245,32 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+  def diverged(self):
+    """The error for a step that failed on a NaN or infinite loss.
+
+    The step's update was not applied (see cifar10.train), and training stops
+    without saving.
+    """
+    if self._last_finite:
+      step = self._last_finite[1] + 1
+      last = 'last finite loss %.4f at step %d' % self._last_finite
+    else:
+      step = self.start_step + 1
+      last = 'no finite loss before'
+    return TrainingDivergedError(
+        'loss is not finite at step %d (learning rate %g; %s); training '
+        'stopped without saving this state'
+        % (step, self._learning_rate, last))
+
   def before_run(self, run_context):
     return tf.train.SessionRunArgs(
         [self._graph.step_after, self._graph.loss, self._graph.learning_rate])
 
   def after_run(self, run_context, run_values):
-    step, loss_value, lr = run_values.results
+    # A step with a NaN or infinite loss fails before it gets here (see
+    # diverged): every loss seen here is finite.
+    step, loss_value, self._learning_rate = run_values.results
     self.step = step
-    if not math.isfinite(loss_value):
-      last = ('last finite loss %.4f at step %d' % self._last_finite
-              if self._last_finite else 'no finite loss before')
-      raise TrainingDivergedError(
-          'loss is %s at step %d (learning rate %g; %s); training stopped '
-          'without saving this state' % (loss_value, step, lr, last))
     self._last_finite = (loss_value, step)
     self._runs += 1
     now = time.time()
@@ -304,8 +318,10 @@ def prepare_train_dir(train_dir, fresh):
     raise cifar10_cli.UsageError('--train_dir=%s is not writable: %s'
                                  % (train_dir, e))
   if fresh:
-    names = sorted(n for n in tf.io.gfile.listdir(train_dir)
-                   if n.startswith(_TRAINING_FILE_PREFIXES))
+    names = sorted(
+        n for n in tf.io.gfile.listdir(train_dir)
+        if (n in _TRAINING_FILE_NAMES or n.startswith(_TRAINING_FILE_PREFIXES))
+        and not tf.io.gfile.isdir(os.path.join(train_dir, n)))
     cifar10_cli.log('--fresh: removing %d file(s) from %s%s'
                     % (len(names), train_dir,
                        ': ' + ', '.join(names) if names else ''))
@@ -380,7 +396,8 @@ def train(devices, data_dir, task=None):
   finished = chief and start_step >= FLAGS.max_steps
   if finished:
     cifar10_cli.log('%s is already at step %d, --max_steps=%d: nothing to do'
-                    % (checkpoint, start_step, FLAGS.max_steps))
+                    % (checkpoint or FLAGS.train_dir, start_step,
+                       FLAGS.max_steps))
     if task is None or checkpoint is None:
       return 0
 
@@ -450,6 +467,10 @@ def train(devices, data_dir, task=None):
       while not sess.should_stop() and monitor.start_step < FLAGS.max_steps:
         try:
           sess.run(graph.train_op, options=options)
+        except tf.errors.InvalidArgumentError as e:
+          if cifar10.NON_FINITE_LOSS not in e.message:
+            raise
+          raise monitor.diverged()
         except tf.errors.DeadlineExceededError:
           if sync is None:
             raise

@@ -274,7 +274,10 @@ def test_tf_config_with_a_chief_job(cluster, tmp_path):
 def test_asynchronous_cluster(cluster, tmp_path):
   train_dir = str(tmp_path / 'train')
   ps = cluster.start_ps()
-  args = ['--sync_replicas=false', '--max_steps=150', '--log_frequency=10']
+  # Batches of 32 (the later flag wins): stale asynchronous updates of
+  # batches of 16 can diverge on a loaded machine.
+  args = ['--sync_replicas=false', '--max_steps=80', '--log_frequency=10',
+          '--batch_size=32']
   workers = [cluster.start_worker(0, train_dir, *args),
              cluster.start_worker(1, str(tmp_path / 'other'), *args)]
   _wait_all(workers)
@@ -288,13 +291,13 @@ def test_asynchronous_cluster(cluster, tmp_path):
     done_step = int([m for m in DONE_LINE.findall(out)][-1][2])
     # A worker stops at the first step it sees at or past the last; the
     # other may have applied one more meanwhile.
-    assert 150 <= done_step <= 151, out
+    assert 80 <= done_step <= 81, out
     _assert_done(worker, i, done_step)
   # While both run, the global step moves faster than either worker's own
   # batches: the cluster figure is above each worker's.
   assert any(cluster_rate > 1.3 * rate
              for steps in both for _, rate, cluster_rate in steps), both
-  assert 150 <= _latest_step(train_dir) <= 151
+  assert 80 <= _latest_step(train_dir) <= 81
   _stop_ps(ps)
 
 

@@ -2,7 +2,6 @@
 checkpoints, towers and learning."""
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -347,3 +346,14 @@ def test_float16_gradients_are_unscaled(graph, flags, monkeypatch):
               tf.local_variables_initializer()])
     for (g1, _), (g2, _) in zip(sess.run(scaled), sess.run(plain)):
       np.testing.assert_allclose(g1, g2, rtol=2e-2, atol=1e-4)
+
+
+def test_loss_scale_stays_off_the_parameter_servers(graph):
+  """On a cluster each worker keeps its own float16 loss scale."""
+  setter = tf.train.replica_device_setter(
+      ps_tasks=1, worker_device='/job:worker/task:1')
+  with tf.device(setter):
+    weights = tf.get_variable('weights', [2])
+    scale, good_steps = cifar10._loss_scale()
+  assert weights.device.startswith('/job:ps')
+  assert 'ps' not in scale.device and 'ps' not in good_steps.device

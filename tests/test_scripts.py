@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import cifar10
 import cifar10_train
 
 from cifar_testdata import run_script, start_script
@@ -76,15 +77,16 @@ def test_fresh_restarts_and_says_what_it_removes(trained, tmp_path):
   root, train_dir, _, _ = trained
   copy = str(tmp_path / 'train')
   shutil.copytree(train_dir, copy)
-  with open(os.path.join(copy, 'notes.txt'), 'w') as f:
-    f.write('mine')
+  for name in ('notes.txt', 'checkpoint_notes.txt'):
+    with open(os.path.join(copy, name), 'w') as f:
+      f.write('mine')
   proc = _train(root, copy, '--max_steps=2', '--fresh')
   assert re.search(r'--fresh: removing \d+ file\(s\) from %s: .*checkpoint'
                    r'.*model\.ckpt-10\.index' % re.escape(copy), proc.stdout)
   assert 'starting fresh at step 0' in proc.stdout
   assert _latest_step(copy) == 2
   assert 'model.ckpt-10.index' not in os.listdir(copy)
-  assert 'notes.txt' in os.listdir(copy)
+  assert {'notes.txt', 'checkpoint_notes.txt'} <= set(os.listdir(copy))
 
 
 def test_eval_run_once_counts_each_image_once(trained, tmp_path):
@@ -199,8 +201,10 @@ def test_nan_loss_stops_training(data_dir, tmp_path):
   _train(root, train_dir, '--max_steps=2')
   _poison_checkpoint(train_dir)
   before = sorted(os.listdir(train_dir))
-  proc = _train(root, train_dir, '--max_steps=20', check=1)
-  assert re.search(r'cifar10_train.py: error: loss is nan at step 3 '
+  # A checkpoint is due at every step: none may hold the diverged weights.
+  proc = _train(root, train_dir, '--max_steps=20', '--save_checkpoint_steps=1',
+                check=1)
+  assert re.search(r'cifar10_train.py: error: loss is not finite at step 3 '
                    r'\(learning rate 0.1; no finite loss before\); training '
                    r'stopped without saving this state$', proc.stderr.strip())
   # The poisoned run saved nothing new (its start-up checkpoint is step 2).
@@ -240,21 +244,35 @@ class _RunValues(object):
     self.results = results
 
 
-class _RunContext(object):
-  stop_requested = False
-
-  def request_stop(self):
-    self.stop_requested = True
-
-
 def test_nan_message_gives_step_learning_rate_and_last_finite_loss():
   graph = cifar10_train.TrainingGraph(None, None, None, None, None, 128)
   hook = cifar10_train._TrainingMonitorHook(graph, log_frequency=10)
-  context = _RunContext()
-  hook.after_run(context, _RunValues((41, 2.5, 0.1)))
-  hook.after_run(context, _RunValues((42, 2.25, 0.1)))
-  with pytest.raises(cifar10_train.TrainingDivergedError,
-                     match=r'^loss is inf at step 43 \(learning rate 0.01; '
-                     r'last finite loss 2.2500 at step 42\)'):
-    hook.after_run(context, _RunValues((43, float('inf'), 0.01)))
-  assert not context.stop_requested
+  hook.after_run(None, _RunValues((41, 2.5, 0.1)))
+  hook.after_run(None, _RunValues((42, 2.25, 0.01)))
+  error = hook.diverged()
+  assert isinstance(error, cifar10_train.TrainingDivergedError)
+  assert str(error) == (
+      'loss is not finite at step 43 (learning rate 0.01; last finite loss '
+      '2.2500 at step 42); training stopped without saving this state')
+
+
+def test_non_finite_loss_fails_the_step_before_any_update():
+  """The step raises before applying anything: the weights, their moving
+  averages and the global step stay as they were."""
+  with tf.Graph().as_default():
+    images = tf.placeholder(tf.float32, [4, 24, 24, 3])
+    g = cifar10_train.build_towers(images, tf.constant([1, 2, 3, 4]),
+                                   ['/cpu:0', '/cpu:0'])
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      good = np.random.RandomState(0).randn(4, 24, 24, 3)
+      sess.run(g.train_op, {images: good})
+      biases = [v for v in tf.trainable_variables()
+                if v.op.name == 'softmax_linear/biases'][0]
+      sess.run(biases.assign(biases * np.inf))
+      before = sess.run(tf.global_variables())
+      with pytest.raises(tf.errors.InvalidArgumentError,
+                         match=cifar10.NON_FINITE_LOSS):
+        sess.run(g.train_op, {images: good})
+      for old, new in zip(before, sess.run(tf.global_variables())):
+        np.testing.assert_array_equal(old, new)
