@@ -83,8 +83,9 @@ LRN_BETA = 0.75                   # Exponent of the normalization (_lrn
 INITIAL_LOSS_SCALE = 2.0 ** 15    # Starting scale of the float16 loss.
 LOSS_SCALE_GROWTH_STEPS = 2000    # Finite steps before the scale doubles.
 
-# The message of the error a training step raises on a NaN or infinite loss.
-NON_FINITE_LOSS = 'the loss is not finite'
+# The message of the error a training step raises on a NaN or infinite loss
+# or gradient.
+NON_FINITE_LOSS = 'the loss or its gradients are not finite'
 
 # If a model is trained with multiple GPUs, prefix all Op names with
 # tower_name to differentiate the operations. Summaries drop this prefix.
@@ -608,11 +609,16 @@ def train(total_loss, global_step, grads_and_vars=None,
   scalar_summary('learning_rate', lr)
   if grads_and_vars is None:
     grads_and_vars = compute_gradients(total_loss)
-  # A NaN or infinite loss fails the step before any variable changes, so
-  # diverged weights are never applied, let alone saved.
-  loss_check = tf.debugging.assert_all_finite(
-      tf.stack(total_losses or [total_loss]), NON_FINITE_LOSS)
-  with tf.control_dependencies([loss_check]):
+  # A NaN or infinite loss or gradient fails the step before any variable
+  # changes, so diverged weights are never applied, let alone saved. (Float16
+  # gradients that overflow are the loss scale's business: it skips them.)
+  checked = list(total_losses or [total_loss])
+  if compute_dtype() != tf.float16:
+    checked.append(tf.linalg.global_norm(
+        [g for g, _ in grads_and_vars if g is not None]))
+  finite_check = tf.debugging.assert_all_finite(tf.stack(checked),
+                                                NON_FINITE_LOSS)
+  with tf.control_dependencies([finite_check]):
     loss_averages_op = _add_loss_summaries(
         tower_loss_terms(total_losses or [total_loss]))
     grads_and_vars = [(None if g is None else tf.identity(g), v)

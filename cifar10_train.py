@@ -258,8 +258,8 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
       step = self.start_step + 1
       last = 'no finite loss before'
     return TrainingDivergedError(
-        'loss is not finite at step %d (learning rate %g; %s); training '
-        'stopped without saving this state'
+        'loss or gradients not finite at step %d (learning rate %g; %s); '
+        'training stopped without saving this state'
         % (step, self._learning_rate, last))
 
   def before_run(self, run_context):

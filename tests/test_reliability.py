@@ -270,7 +270,7 @@ def test_sigkill_at_several_points_loses_nothing(data_dir, tmp_path):
   last = 0
   for delay in (0.3, 1.1, 2.3):
     proc = start_script('cifar10_train.py', '--data_dir=%s' % root,
-                        '--train_dir=%s' % train_dir, '--batch_size=8',
+                        '--train_dir=%s' % train_dir, '--batch_size=32',
                         '--max_steps=100000', '--save_checkpoint_steps=1',
                         stdout=-1, stderr=-1)
     # Wait until it trains (the first line of steps), then a little more.
@@ -290,7 +290,7 @@ def test_sigkill_at_several_points_loses_nothing(data_dir, tmp_path):
                       '--eval_dir=%s' % (tmp_path / 'eval'), check=0)
     assert 'checkpoint at step %d)' % last in proc.stdout
   proc = run_script('cifar10_train.py', '--data_dir=%s' % root,
-                    '--train_dir=%s' % train_dir, '--batch_size=8',
+                    '--train_dir=%s' % train_dir, '--batch_size=32',
                     '--max_steps=%d' % (last + 2), check=0)
   assert 'resuming from' in proc.stdout and '(step %d)' % last in proc.stdout
   assert _steps(train_dir)[-1] == last + 2
@@ -302,7 +302,7 @@ def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
   root = data_dir[0]
   train_dir = str(tmp_path / 'train')
   run_script('cifar10_train.py', '--data_dir=%s' % root,
-             '--train_dir=%s' % train_dir, '--batch_size=8', '--max_steps=1',
+             '--train_dir=%s' % train_dir, '--batch_size=32', '--max_steps=1',
              check=0)
   log_path = str(tmp_path / 'eval.log')
   with open(log_path, 'w') as log:
@@ -314,7 +314,7 @@ def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
                              stdout=log, stderr=log)
   try:
     run_script('cifar10_train.py', '--data_dir=%s' % root,
-               '--train_dir=%s' % train_dir, '--batch_size=8',
+               '--train_dir=%s' % train_dir, '--batch_size=32',
                '--max_steps=80', '--save_checkpoint_steps=1', check=0)
     time.sleep(4)
     assert evaluator.poll() is None, open(log_path).read()

@@ -204,9 +204,10 @@ def test_nan_loss_stops_training(data_dir, tmp_path):
   # A checkpoint is due at every step: none may hold the diverged weights.
   proc = _train(root, train_dir, '--max_steps=20', '--save_checkpoint_steps=1',
                 check=1)
-  assert re.search(r'cifar10_train.py: error: loss is not finite at step 3 '
-                   r'\(learning rate 0.1; no finite loss before\); training '
-                   r'stopped without saving this state$', proc.stderr.strip())
+  assert re.search(r'cifar10_train.py: error: loss or gradients not finite '
+                   r'at step 3 \(learning rate 0.1; no finite loss before\); '
+                   r'training stopped without saving this state$',
+                   proc.stderr.strip())
   # The poisoned run saved nothing new (its start-up checkpoint is step 2).
   assert _latest_step(train_dir) == 2
   assert not [f for f in os.listdir(train_dir)
@@ -252,8 +253,9 @@ def test_nan_message_gives_step_learning_rate_and_last_finite_loss():
   error = hook.diverged()
   assert isinstance(error, cifar10_train.TrainingDivergedError)
   assert str(error) == (
-      'loss is not finite at step 43 (learning rate 0.01; last finite loss '
-      '2.2500 at step 42); training stopped without saving this state')
+      'loss or gradients not finite at step 43 (learning rate 0.01; last '
+      'finite loss 2.2500 at step 42); training stopped without saving this '
+      'state')
 
 
 def test_non_finite_loss_fails_the_step_before_any_update():
