@@ -191,10 +191,9 @@ def _data_ready(batches_dir):
     except OSError as e:
       raise DownloadError('incomplete CIFAR-10 data: cannot read %s (%s); %s'
                           % (path, e.strerror, advice))
-    if size == 0 or size % cifar10_input.RECORD_BYTES:
-      raise DownloadError(
-          'bad CIFAR-10 file %s: %d bytes is not a whole number of %d-byte '
-          'records; %s' % (path, size, cifar10_input.RECORD_BYTES, advice))
+    problem = cifar10_input.bad_size(path, size)
+    if problem:
+      raise DownloadError('%s; %s' % (problem, advice))
   return True
 
 
@@ -700,11 +699,10 @@ def _plan(members, tarball):
     if name not in sizes:
       raise DownloadError('%s does not hold the CIFAR-10 binary data set: '
                           '%s/%s is missing' % (tarball, top, name))
-    if sizes[name] == 0 or sizes[name] % cifar10_input.RECORD_BYTES:
-      raise DownloadError(
-          '%s has a bad %s/%s: %d bytes is not a whole number of %d-byte '
-          'records' % (tarball, top, name, sizes[name],
-                       cifar10_input.RECORD_BYTES))
+    problem = cifar10_input.bad_size('%s/%s in %s' % (top, name, tarball),
+                                     sizes[name])
+    if problem:
+      raise DownloadError(problem)
   return files
 
 

@@ -138,13 +138,20 @@ def _check_files(data_dir, names):
     path = os.path.join(data_dir, name)
     if not tf.io.gfile.exists(path):
       raise ValueError('missing CIFAR-10 file: %s' % path)
-    size = tf.io.gfile.stat(path).length
-    if size == 0 or size % RECORD_BYTES:
-      raise ValueError(
-          'bad CIFAR-10 file %s: %d bytes is not a whole number of %d-byte '
-          'records' % (path, size, RECORD_BYTES))
+    problem = bad_size(path, tf.io.gfile.stat(path).length)
+    if problem:
+      raise ValueError(problem)
     paths.append(path)
   return paths
+
+
+def bad_size(path, size):
+  """What is wrong with a file of `size` bytes as CIFAR-10 records, or None
+  if it holds a whole, non-zero number of them."""
+  if size == 0 or size % RECORD_BYTES:
+    return ('bad CIFAR-10 file %s: %d bytes is not a whole number of %d-byte '
+            'records' % (path, size, RECORD_BYTES))
+  return None
 
 
 def num_records(data_dir, eval_data):
