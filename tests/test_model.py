@@ -117,6 +117,8 @@ def test_lrn_matches_tf_nn_lrn_with_gradient(graph, dtype):
   x = tf.constant(x_value)
   y = cifar10._lrn(tf.cast(x, dtype), 'norm')
   assert y.dtype == dtype and y.op.name == 'norm'
+  assert cifar10._lrn(tf.cast(x, dtype), 'norm', tf.float32).dtype == (
+      tf.float32)
   reference = tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
   grads = tf.gradients(tf.cast(y, tf.float32), x, dy_value)[0]
   ref_grads = tf.gradients(reference, x, dy_value)[0]
@@ -128,6 +130,27 @@ def test_lrn_matches_tf_nn_lrn_with_gradient(graph, dtype):
   tolerance = 1e-5 if dtype == tf.float32 else 1e-2
   np.testing.assert_allclose(out, ref, rtol=tolerance, atol=tolerance)
   np.testing.assert_allclose(g, ref_g, rtol=tolerance, atol=tolerance)
+
+
+def test_relu_pool_equals_the_tutorials_relu_then_pool_with_gradient(graph):
+  """pool1 has the tutorial's values and gradients, bit for bit, although
+  its gradient applies the ReLU's mask to the pooled values."""
+  rng = np.random.RandomState(0)
+  # Many windows entirely negative, some with repeated maxima.
+  x_value = np.round(rng.randn(4, 24, 24, 64) - 1, 1).astype(np.float32)
+  dy_value = rng.randn(4, 12, 12, 64).astype(np.float32)
+  x = tf.constant(x_value)
+  y = cifar10._relu_pool(x, 'conv1', 'pool1')
+  reference = tf.nn.max_pool(tf.nn.relu(x), [1, 3, 3, 1], [1, 2, 2, 1],
+                             'SAME')
+  grads = tf.gradients(y, x, dy_value)[0]
+  ref_grads = tf.gradients(reference, x, dy_value)[0]
+  with tf.Session() as sess:
+    out, ref, g, ref_g = sess.run([y, reference, grads, ref_grads])
+  assert (ref == 0).mean() > 0.01 and (ref_g != 0).mean() > 0.05
+  np.testing.assert_array_equal(out, ref)
+  np.testing.assert_array_equal(g, ref_g)
+  assert graph.get_operation_by_name('conv1/conv1').type == 'Relu'
 
 
 def test_loss_on_zero_logits_is_ln10_plus_weight_decay(graph):
