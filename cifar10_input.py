@@ -61,6 +61,9 @@ SHUFFLE_BUFFER_RECORDS = 10000
 MAP_PARALLELISM = 2
 PREFETCH_BATCHES = 2
 
+# Images of a batch shown by its image summary.
+SUMMARY_IMAGES = 3
+
 # Distortions applied to training images.
 MAX_BRIGHTNESS_DELTA = 63
 CONTRAST_LOWER = 0.2
@@ -270,20 +273,34 @@ def _records(paths, shuffle):
   return records.shuffle(SHUFFLE_BUFFER_RECORDS)
 
 
-def _get_next(dataset, images_name):
-  """Batches of (images, labels) from `dataset`, with the image summary."""
+def image_summary(images):
+  """Summary op of the first images of a batch, tagged 'images/image/<i>'.
+
+  Args:
+    images: float32 [batch, height, width, 3].
+
+  Returns:
+    Scalar string tensor: a serialized Summary.
+  """
+  return tf.raw_ops.ImageSummary(tag='images', tensor=images,
+                                 max_images=SUMMARY_IMAGES)
+
+
+def _get_next(dataset):
+  """Batches of (images, labels) from `dataset`."""
   options = tf.data.Options()
   # tf.data's autotuner can hold up closing the session by seconds, and a
   # fixed small parallelism already feeds training several times over.
   options.autotune.enabled = False
   dataset = dataset.prefetch(PREFETCH_BATCHES).with_options(options)
-  images, labels = tf.data.make_one_shot_iterator(dataset).get_next()
-  tf.summary.image(images_name, images)
-  return images, labels
+  return tf.data.make_one_shot_iterator(dataset).get_next()
 
 
 def distorted_inputs(data_dir, batch_size):
   """Distorted, shuffled training batches, repeating without end.
+
+  Adds the summary of the images (`image_summary`) to the SUMMARIES
+  collection.
 
   Args:
     data_dir: directory with the CIFAR-10 `.bin` files.
@@ -301,7 +318,9 @@ def distorted_inputs(data_dir, batch_size):
                                                 drop_remainder=True)
   dataset = dataset.map(_distort_batch,
                         num_parallel_calls=MAP_PARALLELISM)
-  return _get_next(dataset, 'images')
+  images, labels = _get_next(dataset)
+  tf.add_to_collection(tf.GraphKeys.SUMMARIES, image_summary(images))
+  return images, labels
 
 
 def inputs(eval_data, data_dir, batch_size, num_examples=None):
@@ -309,7 +328,7 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None):
 
   The last batch is smaller when `batch_size` does not divide the number of
   images, so the images' count is exact. A new session starts the data from
-  the beginning.
+  the beginning. No summary: cifar10_eval.py summarizes the first batch.
 
   Args:
     eval_data: True for the test set, False for the training set.
@@ -330,4 +349,4 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None):
     dataset = dataset.take(num_examples)
   dataset = dataset.batch(batch_size).map(
       _central_batch, num_parallel_calls=MAP_PARALLELISM)
-  return _get_next(dataset, 'images')
+  return _get_next(dataset)

@@ -222,6 +222,13 @@ def test_image_summary(data_dir, graph):
   cifar10_input.distorted_inputs(batches, 16)
   summaries = tf.get_collection(tf.GraphKeys.SUMMARIES)
   assert [s.op.type for s in summaries] == ['ImageSummary']
+  # Evaluation inputs add none: cifar10_eval.py summarizes the first batch.
+  cifar10_input.inputs(True, batches, 16)
+  assert tf.get_collection(tf.GraphKeys.SUMMARIES) == summaries
+  with tf.Session() as sess:
+    summary = tf.Summary.FromString(sess.run(summaries[0]))
+  assert [v.tag for v in summary.value] == [
+      'images/image/%d' % i for i in range(3)]
 
 
 def test_missing_file(data_dir, tmp_path, graph):
