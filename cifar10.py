@@ -255,19 +255,18 @@ def inputs(eval_data, num_examples=None):
 
 
 def _conv(x, in_depth, bias_init):
-  """5x5 SAME convolution to 64 channels plus bias, in the open scope.
+  """5x5 SAME convolution to 64 channels, in the open variable scope.
 
-  Returns the pre-activation; the caller applies the ReLU.
+  Returns:
+    (convolution [batch, height, width, 64], biases [64]), both in x's
+    dtype; the caller adds the biases.
   """
   kernel = _variable_with_weight_decay('weights', [5, 5, in_depth, 64],
                                        stddev=5e-2, wd=None)
   biases = _variable_on_cpu('biases', [64], tf.constant_initializer(bias_init))
   conv = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), [1, 1, 1, 1],
                       padding='SAME')
-  # A plain add, not bias_add: oneDNN still fuses conv, bias and ReLU going
-  # forward, but it would also fuse the bias gradient into the filter
-  # gradient, which makes that op three times slower on CPUs.
-  return conv + tf.cast(biases, x.dtype)
+  return conv, tf.cast(biases, x.dtype)
 
 
 def _fully_connected(x, units, stddev, wd, bias_init, relu=True):
@@ -359,19 +358,24 @@ def _max_pool(x, name):
                         padding=POOL_PADDING, name=name)
 
 
-def _relu_pool(pre_activation, layer, name):
-  """max_pool(relu(pre_activation)), with the ReLU's gradient taken on the
-  pooled values.
+def _bias_relu_pool(conv, biases, layer, name):
+  """max_pool(relu(conv + biases)), with a cheaper gradient.
 
-  The forward pass is the tutorial's: oneDNN fuses the ReLU into the
-  convolution, then the max pooling. Going back, a pooled value routes its
-  gradient to the position of its maximum, where the ReLU passes it exactly
-  when the maximum is positive; so the ReLU's gradient can be applied to the
-  quarter-size pooled gradient instead of the full-size one. Equal to the
-  automatic gradient (see test_model.py), at a quarter of the ReLU cost.
+  The forward pass is the tutorial's: oneDNN fuses the bias and ReLU into
+  the convolution, then pools. (The bias is a plain add, not bias_add:
+  oneDNN would also fuse the bias gradient into the filter gradient, which
+  makes that op three times slower on CPUs.)
+
+  Going back, max pooling hands each pooled value's gradient to its
+  window's maximum, where the ReLU passes it exactly when that maximum is
+  positive. So the ReLU's mask applies to the quarter-size pooled gradient,
+  and the bias gradient, the sum of the scattered gradient, is the sum of
+  the pooled one. Equal to the automatic gradient (see test_model.py), the
+  bias gradient up to the order of its sum.
 
   Args:
-    pre_activation: [batch, height, width, depth] convolution plus bias.
+    conv: [batch, height, width, depth] convolution output.
+    biases: [depth] biases, in conv's dtype.
     layer: name of the layer, for the ReLU's op and activation summaries.
     name: name of the pooled output.
 
@@ -379,23 +383,24 @@ def _relu_pool(pre_activation, layer, name):
     [batch, height / 2, width / 2, depth] pooled activations.
   """
   @tf.custom_gradient
-  def relu_pool(x):
+  def bias_relu_pool(conv, biases):
     # Named '<layer>/<layer>' (in the tower's scope) as in the tutorial.
     outer = tf.get_default_graph().get_name_scope()
     with tf.name_scope('/'.join(filter(None, [outer, layer])) + '/'):
-      activation = tf.nn.relu(x, name=layer)
+      activation = tf.nn.relu(conv + biases, name=layer)
     _activation_summary(activation, layer)
     pooled = _max_pool(activation, name)
 
     def grad(d_pooled):
-      return tf.raw_ops.MaxPoolGrad(
-          orig_input=activation, orig_output=pooled,
-          grad=tf.raw_ops.ReluGrad(gradients=d_pooled, features=pooled),
+      d_pooled = tf.raw_ops.ReluGrad(gradients=d_pooled, features=pooled)
+      d_conv = tf.raw_ops.MaxPoolGrad(
+          orig_input=activation, orig_output=pooled, grad=d_pooled,
           ksize=POOL_KSIZE, strides=POOL_STRIDES, padding=POOL_PADDING)
+      return d_conv, tf.reduce_sum(d_pooled, axis=[0, 1, 2])
 
     return pooled, grad
 
-  return relu_pool(pre_activation)
+  return bias_relu_pool(conv, biases)
 
 
 def inference(images, dtype=None):
@@ -414,11 +419,13 @@ def inference(images, dtype=None):
   dtype = dtype or compute_dtype()
   x = tf.cast(images, dtype)
   with tf.variable_scope('conv1'):
-    pre_activation = _conv(x, 3, 0.0)                # [batch, 24, 24, 64]
-  pool1 = _relu_pool(pre_activation, 'conv1', 'pool1')  # [batch, 12, 12, 64]
+    conv, biases = _conv(x, 3, 0.0)                  # [batch, 24, 24, 64]
+  pool1 = _bias_relu_pool(conv, biases, 'conv1', 'pool1')  # [b, 12, 12, 64]
   norm1 = _lrn(pool1, 'norm1')
   with tf.variable_scope('conv2') as scope:
-    conv2 = tf.nn.relu(_conv(norm1, 64, 0.1), name=scope.name)
+    conv, biases = _conv(norm1, 64, 0.1)
+    # A plain add, as in _bias_relu_pool.
+    conv2 = tf.nn.relu(conv + biases, name=scope.name)
     _activation_summary(conv2, scope.name)           # [batch, 12, 12, 64]
   # Pooled before the cast back to the compute dtype: the same maximum on a
   # quarter of the values.

@@ -132,24 +132,28 @@ def test_lrn_matches_tf_nn_lrn_with_gradient(graph, dtype):
   np.testing.assert_allclose(g, ref_g, rtol=tolerance, atol=tolerance)
 
 
-def test_relu_pool_equals_the_tutorials_relu_then_pool_with_gradient(graph):
-  """pool1 has the tutorial's values and gradients, bit for bit, although
-  its gradient applies the ReLU's mask to the pooled values."""
+def test_bias_relu_pool_equals_the_tutorials_layers_with_gradient(graph):
+  """pool1 has the tutorial's values and gradients (bit for bit, the bias
+  gradient to float rounding), although its gradient applies the ReLU's
+  mask to the pooled values and sums the bias gradient there."""
   rng = np.random.RandomState(0)
   # Many windows entirely negative, some with repeated maxima.
-  x_value = np.round(rng.randn(4, 24, 24, 64) - 1, 1).astype(np.float32)
+  conv_value = np.round(rng.randn(4, 24, 24, 64) - 1, 1).astype(np.float32)
   dy_value = rng.randn(4, 12, 12, 64).astype(np.float32)
-  x = tf.constant(x_value)
-  y = cifar10._relu_pool(x, 'conv1', 'pool1')
-  reference = tf.nn.max_pool(tf.nn.relu(x), [1, 3, 3, 1], [1, 2, 2, 1],
-                             'SAME')
-  grads = tf.gradients(y, x, dy_value)[0]
-  ref_grads = tf.gradients(reference, x, dy_value)[0]
+  conv = tf.constant(conv_value)
+  biases = tf.constant(rng.randn(64).astype(np.float32) / 4)
+  y = cifar10._bias_relu_pool(conv, biases, 'conv1', 'pool1')
+  reference = tf.nn.max_pool(tf.nn.relu(conv + biases), [1, 3, 3, 1],
+                             [1, 2, 2, 1], 'SAME')
+  grads = tf.gradients(y, [conv, biases], dy_value)
+  ref_grads = tf.gradients(reference, [conv, biases], dy_value)
   with tf.Session() as sess:
     out, ref, g, ref_g = sess.run([y, reference, grads, ref_grads])
-  assert (ref == 0).mean() > 0.01 and (ref_g != 0).mean() > 0.05
+  assert (ref == 0).mean() > 0.01 and (ref_g[0] != 0).mean() > 0.05
   np.testing.assert_array_equal(out, ref)
-  np.testing.assert_array_equal(g, ref_g)
+  np.testing.assert_array_equal(g[0], ref_g[0])
+  np.testing.assert_allclose(g[1], ref_g[1], rtol=1e-5, atol=1e-4)
+  assert np.abs(ref_g[1]).min() > 0.1
   assert graph.get_operation_by_name('conv1/conv1').type == 'Relu'
 
 
