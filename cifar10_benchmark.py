@@ -21,6 +21,13 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
 Each training configuration runs --rounds times, interleaved, so that a slow
 moment of a noisy machine does not land on one configuration only. --smoke
 runs everything on tiny data in a few seconds (what CI checks).
+
+  python cifar10_benchmark.py --profile [--use_fp16]
+
+instead shows where a training step's time goes: the median over --steps
+traced steps (after --warmup) of the time of each op type and of the slowest
+ops, from TensorFlow's step stats, with ops run one at a time so that their
+times add up to the step.
 """
 
 from __future__ import absolute_import
@@ -43,6 +50,7 @@ import tensorflow.compat.v1 as tf
 import cifar10  # pylint: disable=unused-import  (defines --batch_size)
 import cifar10_cli
 import cifar10_input
+import cifar10_train
 
 FLAGS = tf.app.flags.FLAGS
 
@@ -54,6 +62,10 @@ tf.app.flags.DEFINE_integer('warmup', 10, """Steps before measuring.""")
 tf.app.flags.DEFINE_boolean('smoke', False,
                             """Tiny data and few steps: checks that the """
                             """benchmark works, measures nothing useful.""")
+tf.app.flags.DEFINE_boolean(
+    'profile', False,
+    """Instead of the figures, where a training step's time goes, by op """
+    """type and by op (with --use_fp16: the mixed-precision step).""")
 for _name in ('rounds', 'steps', 'warmup'):
   cifar10_cli.positive(_name)
 
@@ -142,6 +154,56 @@ def pipeline_rate(batches_dir, batch_size, batches):
   return batch_size / np.median(times)
 
 
+def profile_step(batches_dir, steps, warmup):
+  """Where a training step of one tower, built in this process, spends its
+  time.
+
+  Returns:
+    (median traced step in ms, {op type: median ms per step},
+    {op name: median ms per step}).
+  """
+  with tf.Graph().as_default():
+    graph = cifar10_train.build_training_graph(
+        cifar10_train.tower_devices(1), batches_dir, FLAGS.batch_size)
+    # One op at a time: the op times then add up to the step's.
+    config = tf.ConfigProto(inter_op_parallelism_threads=1)
+    with tf.Session(config=config) as sess:
+      sess.run([tf.global_variables_initializer(),
+                tf.local_variables_initializer()])
+      for _ in range(warmup):
+        sess.run(graph.train_op)
+      walls, by_type, by_name = [], {}, {}
+      for step in range(steps):
+        metadata = tf.RunMetadata()
+        start = time.time()
+        sess.run(graph.train_op, run_metadata=metadata, options=tf.RunOptions(
+            trace_level=tf.RunOptions.FULL_TRACE))
+        walls.append(time.time() - start)
+        for device in metadata.step_stats.dev_stats:
+          for node in device.node_stats:
+            # The label reads 'name = OpType(inputs)'.
+            op_type = node.timeline_label.partition(' = ')[2].partition(
+                '(')[0] or node.node_name
+            for totals, key in ((by_type, op_type),
+                                (by_name, node.node_name)):
+              totals.setdefault(key, [0.0] * steps)[step] += (
+                  node.all_end_rel_micros / 1000)
+  medians = lambda totals: {k: float(np.median(v)) for k, v in totals.items()}
+  return 1000 * float(np.median(walls)), medians(by_type), medians(by_name)
+
+
+def print_profile(wall_ms, by_type, by_name, top=15):
+  """The profile as two readable tables."""
+  print('traced training step: %.1f ms (median), %s, batch size %d' % (
+      wall_ms, 'mixed precision' if FLAGS.use_fp16 else 'float32',
+      FLAGS.batch_size))
+  for title, totals in (('op type', by_type), ('op', by_name)):
+    print('\n%-70s  ms/step' % ('slowest by ' + title))
+    for key, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+      print('%-70s  %7.2f' % (key[-70:], ms))
+  sys.stdout.flush()
+
+
 def run_script(args):
   """Runs a script of the suite to the end; returns its stdout."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
@@ -199,6 +261,13 @@ def main(argv=None):  # pylint: disable=unused-argument
                'smoke': smoke,
                'flops_per_training_example': FLOPS_PER_TRAINING_EXAMPLE}
     cifar10_cli.log(figures['machine'])
+    if FLAGS.profile:
+      wall_ms, by_type, by_name = profile_step(batches_dir, steps, warmup)
+      print_profile(wall_ms, by_type, by_name)
+      figures.update(mixed_precision=FLAGS.use_fp16, step_ms=wall_ms,
+                     ms_by_op_type=by_type, ms_by_op=by_name)
+      _write_json(figures)
+      return 0
 
     configs = [('train_fp32', 'cifar10_train.py', []),
                ('multi_gpu_1_tower_fp32', 'cifar10_multi_gpu_train.py',
@@ -243,12 +312,16 @@ def main(argv=None):  # pylint: disable=unused-argument
     figures['eval_images_per_sec'] = int(count) / float(seconds)
 
     print_table(figures)
-    if FLAGS.json:
-      with open(FLAGS.json, 'w') as f:
-        json.dump(figures, f, indent=2)
+    _write_json(figures)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   return 0
+
+
+def _write_json(figures):
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(figures, f, indent=2)
 
 
 def print_table(figures):

@@ -23,3 +23,16 @@ def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
   assert figures['pipeline_images_per_sec'] > 0
   assert figures['eval_images'] == 256 and figures['eval_images_per_sec'] > 0
   assert 'ratio of float32 training to matmul rate' in proc.stdout
+
+
+def test_benchmark_profile_mode_times_the_training_step_ops(tmp_path):
+  out = tmp_path / 'profile.json'
+  proc = run_script('cifar10_benchmark.py', '--smoke', '--profile',
+                    '--json=%s' % out, check=0)
+  profile = json.loads(out.read_text())
+  assert profile['step_ms'] > 0 and profile['mixed_precision'] is False
+  by_type = profile['ms_by_op_type']
+  assert any('Conv2DBackpropFilter' in t for t in by_type), by_type
+  assert all(ms >= 0 for ms in by_type.values())
+  assert any(name.endswith('conv2/conv2') for name in profile['ms_by_op'])
+  assert 'slowest by op type' in proc.stdout
