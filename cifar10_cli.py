@@ -114,9 +114,9 @@ def seconds_since_start():
 
 
 def peak_memory_mb():
-  """Peak resident memory of this process so far, in MB."""
-  # ru_maxrss is in kilobytes on Linux.
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  """Peak resident memory of this process so far, in MB (10**6 bytes)."""
+  # ru_maxrss is in KiB on Linux.
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 # Names the speaker in each log and error line, e.g. 'worker 1: ' when
