@@ -305,9 +305,10 @@ def _lrn(x, name, dtype=None):
 
   where s[..., d] sums x[..., k] ** 2 over |k - d| <= LRN_DEPTH_RADIUS: what
   tf.nn.lrn computes (to float rounding), written as a band-matrix matmul
-  with its gradient spelled out. On CPUs TensorFlow's LRNGrad kernel alone
-  takes a fifth of a training step; this takes a tenth of that. The
-  constant factors live in the band matrices, to save passes over the data.
+  with its gradient spelled out. On two AVX-512 cores, at norm1's size and
+  batch 128, tf.nn.lrn takes about 12 ms forward and backward (its LRNGrad
+  kernel most of it), this about 2.4 ms. The constant factors live in the
+  band matrices, to save passes over the data.
 
   Always float32: TensorFlow has no bfloat16 LRN, and normalization is where
   reduced precision hurts most.

@@ -9,7 +9,7 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
     cifar10_multi_gpu_train.py --num_gpus=1, float32, at --batch_size: the
     median over --steps steps after --warmup steps, with the spread, from the
     scripts' own per-step log lines (--log_frequency=1);
-  * the same with --use_fp16 (mixed precision);
+  * the same for cifar10_train.py with --use_fp16 (mixed precision);
   * seconds from process start to the end of the first training step;
   * peak resident memory of each training process;
   * the float32 matrix-multiply rate of this machine (2048x2048 matmuls in
@@ -25,9 +25,9 @@ runs everything on tiny data in a few seconds (what CI checks).
   python cifar10_benchmark.py --profile [--use_fp16]
 
 instead shows where a training step's time goes: the median over --steps
-traced steps (after --warmup) of the time of each op type and of the slowest
-ops, from TensorFlow's step stats, with ops run one at a time so that their
-times add up to the step.
+traced steps (after --warmup) of the time of each op type and of each op,
+from TensorFlow's step stats, with ops run one at a time so that their times
+add up to the step. It prints the slowest of each; --json has them all.
 """
 
 from __future__ import absolute_import
