@@ -33,6 +33,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -197,12 +198,22 @@ def _data_ready(batches_dir):
   return True
 
 
-def _make_data_dir(data_dir):
+@contextlib.contextmanager
+def _os_errors(failure):
+  """Turns an OSError in the block into a DownloadError: '<failure> (<why>)'.
+
+  Local file errors (a full disk, a read-only directory) are not worth
+  retrying like network errors, and deserve a one-line message.
+  """
   try:
-    os.makedirs(data_dir, exist_ok=True)
+    yield
   except OSError as e:
-    raise DownloadError('cannot create data directory %s (%s)'
-                        % (data_dir, e.strerror or e))
+    raise DownloadError('%s (%s)' % (failure, e.strerror or e))
+
+
+def _make_data_dir(data_dir):
+  with _os_errors('cannot create data directory %s' % data_dir):
+    os.makedirs(data_dir, exist_ok=True)
 
 
 class _DirLock(object):
@@ -267,11 +278,8 @@ def _get_tarball(data_dir, data_url, scheme, expected_sha):
   else:
     _download(data_url, part, tarball)
   _verify(part, tarball, expected_sha, 'downloaded from %s' % data_url)
-  try:
+  with _os_errors('cannot move %s to %s' % (part, tarball)):
     os.replace(part, tarball)
-  except OSError as e:
-    raise DownloadError('cannot move %s to %s (%s)'
-                        % (part, tarball, e.strerror))
   return tarball
 
 
@@ -283,28 +291,20 @@ def _file_size(path):
 
 
 def _open_for_write(path, mode):
-  try:
+  with _os_errors('cannot write %s' % path):
     return open(path, mode)
-  except OSError as e:
-    raise DownloadError('cannot write %s (%s)' % (path, e.strerror))
 
 
 def _write(f, data, path):
-  # Local write errors (a full disk) are not worth retrying like network
-  # errors, so they become a DownloadError here rather than an OSError.
-  try:
+  with _os_errors('cannot write %s' % path):
     f.write(data)
-  except OSError as e:
-    raise DownloadError('cannot write %s (%s)' % (path, e.strerror))
 
 
 def _finish_file(f, path):
   """Flushes `f` to disk so a renamed file is complete even after a crash."""
-  try:
+  with _os_errors('cannot write %s' % path):
     f.flush()
     os.fsync(f.fileno())
-  except OSError as e:
-    raise DownloadError('cannot write %s (%s)' % (path, e.strerror))
 
 
 def _copy_local(data_url, part, tarball):
@@ -327,10 +327,8 @@ def _copy_local(data_url, part, tarball):
     done = 0
     with _open_for_write(part, 'wb') as dst:
       while True:
-        try:
+        with _os_errors('cannot read %s' % data_url):
           chunk = src.read(CHUNK_BYTES)
-        except OSError as e:
-          raise DownloadError('cannot read %s (%s)' % (data_url, e.strerror))
         if not chunk:
           break
         _write(dst, chunk, part)
@@ -574,12 +572,9 @@ def _isatty(stream):
 
 def _sha256_of(path):
   digest = hashlib.sha256()
-  try:
-    with open(path, 'rb') as f:
-      for block in iter(lambda: f.read(_HASH_BLOCK_BYTES), b''):
-        digest.update(block)
-  except OSError as e:
-    raise DownloadError('cannot read %s (%s)' % (path, e.strerror))
+  with _os_errors('cannot read %s' % path), open(path, 'rb') as f:
+    for block in iter(lambda: f.read(_HASH_BLOCK_BYTES), b''):
+      digest.update(block)
   return digest.hexdigest()
 
 
@@ -592,11 +587,8 @@ def _set_aside(path, tarball, actual_sha):
   while os.path.lexists(target):
     count += 1
     target = '%s-%d' % (base, count)
-  try:
+  with _os_errors('cannot rename bad file %s to %s' % (path, target)):
     os.rename(path, target)
-  except OSError as e:
-    raise DownloadError('cannot rename bad file %s to %s (%s)'
-                        % (path, target, e.strerror))
   return target
 
 
@@ -614,10 +606,8 @@ def _verify(path, tarball, expected_sha, origin):
   """
   print('Verifying %s' % path)
   sys.stdout.flush()
-  try:
+  with _os_errors('cannot read %s' % path):
     size = os.stat(path).st_size
-  except OSError as e:
-    raise DownloadError('cannot read %s (%s)' % (path, e.strerror))
   actual_sha = _sha256_of(path)
   if expected_sha == DATA_SHA256 and size != DATA_BYTES:
     # The size says more than a digest when a transfer was cut short.
@@ -734,11 +724,8 @@ def _extract(tarball, data_dir, batches_dir):
       raise corrupt(e)
     files = _plan(members, tarball)
 
-    try:
+    with _os_errors('cannot write to data directory %s' % data_dir):
       temp_dir = tempfile.mkdtemp(dir=data_dir, prefix=EXTRACT_PREFIX)
-    except OSError as e:
-      raise DownloadError('cannot write to data directory %s (%s)'
-                          % (data_dir, e.strerror))
     try:
       # mkdtemp's directory is private (0700); a plain mkdir inside it gets
       # the usual permissions for the directory that is kept.
