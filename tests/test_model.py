@@ -179,7 +179,16 @@ def test_labels_accept_int32_and_int64(graph):
   images, _ = _placeholders()
   logits = cifar10.inference(images)
   for dtype in (tf.int32, tf.int64):
-    cifar10.loss(logits, tf.zeros([3], dtype))
+    cifar10.loss(logits, tf.constant([0, 3, 9], dtype))
+  # Each call adds its cross entropy to the 'losses' collection.
+  cross_entropies = [t for t in tf.get_collection('losses')
+                     if t.op.name.startswith('cross_entropy')]
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    values = sess.run(cross_entropies, {
+        images: np.random.RandomState(0).randn(3, 24, 24, 3)})
+  assert len(values) == 2 and values[0] > 0
+  assert values[0] == pytest.approx(values[1])
 
 
 @pytest.mark.parametrize('examples_per_step,decay_steps',
