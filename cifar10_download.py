@@ -129,10 +129,12 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL,
     return batches_dir
 
   _make_data_dir(data_dir)
-  with _DirLock(data_dir):
+  with _DirLock(data_dir) as lock:
     # Another process may have finished while this one waited for the lock.
     if _data_ready(batches_dir):
       return batches_dir
+    if lock.held:
+      _remove_killed_extractions(data_dir)
     tarball = _get_tarball(data_dir, data_url, scheme, expected_sha)
     _extract(tarball, data_dir, batches_dir)
   print('CIFAR-10 data ready in %s' % batches_dir)
@@ -227,6 +229,7 @@ class _DirLock(object):
     self._data_dir = data_dir
     self._path = os.path.join(data_dir, LOCK_NAME)
     self._fd = None
+    self.held = False
 
   def __enter__(self):
     try:
@@ -242,6 +245,7 @@ class _DirLock(object):
               '%s (lock %s)' % (self._data_dir, self._path))
         sys.stdout.flush()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
+      self.held = True
     except OSError as e:
       # Some network file systems have no flock; working unlocked is what the
       # tutorial always did, so warn rather than refuse.
@@ -257,6 +261,7 @@ class _DirLock(object):
     # Closing the descriptor releases the lock.
     os.close(self._fd)
     self._fd = None
+    self.held = False
     return False
 
 
@@ -694,6 +699,19 @@ def _plan(members, tarball):
     if problem:
       raise DownloadError(problem)
   return files
+
+
+def _remove_killed_extractions(data_dir):
+  """Removes the temporary directories of extractions that were killed.
+
+  `_extract` removes its own on any error, but not when the process is
+  killed. Call only with the lock held: then no other extraction is running.
+  """
+  for name in os.listdir(data_dir):
+    path = os.path.join(data_dir, name)
+    if name.startswith(EXTRACT_PREFIX) and os.path.isdir(path):
+      print('Removing %s, left by an extraction that was stopped' % path)
+      shutil.rmtree(path, ignore_errors=True)
 
 
 def _extract(tarball, data_dir, batches_dir):

@@ -132,10 +132,13 @@ def _check_files(data_dir, names):
   """
   if not tf.io.gfile.isdir(data_dir) or not any(
       name.endswith('.bin') for name in tf.io.gfile.listdir(data_dir)):
+    # The tarball holds BATCHES_DIR itself, so it is unpacked one level up.
     raise ValueError(
         'no CIFAR-10 data in %s: run cifar10_train.py (it downloads the data '
         'set) or extract cifar-10-binary.tar.gz from '
-        'https://www.cs.toronto.edu/~kriz/cifar.html there' % data_dir)
+        'https://www.cs.toronto.edu/~kriz/cifar.html in %s (it unpacks to '
+        '%s/)' % (data_dir, os.path.dirname(os.path.normpath(data_dir)),
+                  BATCHES_DIR))
   paths = []
   for name in names:
     path = os.path.join(data_dir, name)

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -498,6 +499,35 @@ def test_dns_failure_is_retried_then_reported(data_dir, monkeypatch):
   assert calls == ['www.cs.toronto.edu'] * 2
   assert cifar10_download.DATA_URL in message
   assert os.path.join(data_dir, TARBALL) in message
+
+
+def test_extraction_killed_midway_is_cleaned_up_by_next_run(tarball,
+                                                           data_dir):
+  os.makedirs(data_dir)
+  with open(os.path.join(data_dir, TARBALL), 'wb') as f:
+    f.write(tarball)
+  url = 'http://127.0.0.1:9/' + TARBALL  # Never asked: the tarball is here.
+  # A process killed after extracting one file, as by SIGKILL or the OOM
+  # killer: no cleanup of its own runs.
+  killed = subprocess.run([sys.executable, '-c', textwrap.dedent("""
+      import os, signal, sys
+      sys.path.insert(0, %r)
+      import cifar10_download
+      extract_member = cifar10_download._extract_member
+      def extract_one_then_die(*args):
+        extract_member(*args)
+        os.kill(os.getpid(), signal.SIGKILL)
+      cifar10_download._extract_member = extract_one_then_die
+      cifar10_download.maybe_download_and_extract(%r, %r, %r)
+      """ % (cifar_testdata.REPO, data_dir, url, sha256(tarball)))],
+                          capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  assert [n for n in os.listdir(data_dir) if n.startswith('.extract-')]
+
+  result = cifar10_download.maybe_download_and_extract(
+      data_dir, url, sha256(tarball))
+  assert_extracted(result, tarball)
+  assert_nothing_extracted_temp(data_dir)
 
 
 def test_file_url_is_copied_and_verified(tarball, tmp_path, data_dir):

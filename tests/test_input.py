@@ -252,8 +252,13 @@ def test_empty_data_dir(tmp_path, graph):
   with pytest.raises(ValueError, match='no CIFAR-10 data in %s.*download'
                      % tmp_path):
     cifar10_input.inputs(True, str(tmp_path), 16)
-  with pytest.raises(ValueError, match='no CIFAR-10 data'):
-    cifar10_input.inputs(True, str(tmp_path / 'absent'), 16)
+  # The advice names the directory to unpack the tarball in: the parent,
+  # since the tarball holds cifar-10-batches-bin/ itself.
+  batches = tmp_path / 'data' / 'cifar-10-batches-bin'
+  with pytest.raises(ValueError) as raised:
+    cifar10_input.inputs(True, str(batches), 16)
+  assert str(raised.value).endswith(
+      'in %s (it unpacks to cifar-10-batches-bin/)' % (tmp_path / 'data'))
 
 
 def test_class_names(data_dir, tmp_path):
