@@ -148,6 +148,14 @@ def positive(name):
       message='--%s must be a positive integer' % name)
 
 
+def non_empty(name):
+  """Registers a validator: flag `name` (a path) must not be empty, as it is
+  when set from an unset shell variable."""
+  tf.app.flags.register_validator(
+      name, lambda value: bool(value),
+      message='--%s must not be empty' % name)
+
+
 def non_negative(name):
   """Registers a validator: flag `name` must be zero or more."""
   tf.app.flags.register_validator(
@@ -190,6 +198,7 @@ def define_checkpoint_dir():
   """Defines --checkpoint_dir, for the scripts that read checkpoints."""
   tf.app.flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train',
                              """Directory where to read model checkpoints.""")
+  non_empty('checkpoint_dir')
 
 
 def latest_checkpoint(checkpoint_dir):

@@ -68,6 +68,11 @@ def checkpoint(data_dir, tmp_path_factory):
      'flag --eval_data=foo: value should be one of <test|train_eval>'),
     ('cifar10_eval.py', ['--num_examples=0'], 2,
      'flag --num_examples=0: --num_examples must be a positive integer'),
+    # As when set from an unset shell variable: training would save nothing.
+    ('cifar10_train.py', ['--train_dir='], 2,
+     'flag --train_dir=: --train_dir must not be empty'),
+    ('cifar10_eval.py', ['--checkpoint_dir='], 2,
+     'flag --checkpoint_dir=: --checkpoint_dir must not be empty'),
 ])
 def test_bad_flags(tmp_path, script, args, status, message):
   proc = run_script(script, '--data_dir=%s' % tmp_path,
