@@ -23,9 +23,9 @@ follow it. The tasks:
             checkpoints and summaries there. The other workers write nothing.
 
 Synchronous training (the default) wraps the optimizer of `cifar10.train` in
-a `tf.train.SyncReplicasOptimizer`: each global step averages one batch from
-every worker (see `SyncReplicasHook`), so a step is a step of one machine on
-the global batch, and the learning-rate schedule counts that batch. With
+a `tf.train.SyncReplicasOptimizer`: each global step averages as many batches
+as there are workers, normally one from each (see `SyncReplicasHook`), so a
+step is a step of one machine on the global batch, and the learning-rate schedule counts that batch. With
 --sync_replicas=false each worker applies its own gradients as soon as they
 are computed; a global step is then one worker's batch.
 
@@ -64,8 +64,9 @@ tf.app.flags.DEFINE_integer(
     'task_index', 0, """Cluster training: this task's index in its job.""")
 tf.app.flags.DEFINE_boolean(
     'sync_replicas', True,
-    """Cluster training: aggregate one batch of every worker in each global
-    step (synchronous); false: each worker applies its own gradients.""")
+    """Cluster training: average as many batches as there are workers,
+    normally one of each, in each global step (synchronous); false: each
+    worker applies its own gradients.""")
 tf.app.flags.DEFINE_integer(
     'cluster_timeout_secs', 180,
     """Cluster training: how long a worker waits for the parameter servers
@@ -424,8 +425,10 @@ class SyncReplicasHook(tf.train.SessionRunHook):
   there are workers from the accumulators (gradients of an older step are
   dropped), applies their average, increments the global step, updates the
   moving averages of the weights and hands out one token per worker. As a
-  worker waits for its token after each batch, a step has one batch of
-  each. The optimizer's own state (accumulators, token queue, each worker's
+  worker waits for its token after each batch, a step normally has one batch
+  of each; the optimizer counts gradients, not workers, so a worker that got
+  ahead (one restarted before the chief on running parameter servers) can
+  give two. The optimizer's own state (accumulators, token queue, each worker's
   local step) is in no checkpoint, so cluster checkpoints are those of one
   machine.
 

@@ -359,8 +359,8 @@ def _log_plan(devices, data_dir, checkpoint, start_step, task,
       ' (mixed precision: %s)' % cifar10.compute_dtype().name
       if FLAGS.use_fp16 else '', FLAGS.max_steps))
   if task and sync_examples_per_step:
-    cifar10_cli.log('synchronous training: each global step averages one '
-                    'batch from each of the %d workers (%d images)'
+    cifar10_cli.log('synchronous training: each global step averages %d '
+                    'batches, normally one from each worker (%d images)'
                     % (task.num_workers, sync_examples_per_step))
   elif task:
     cifar10_cli.log('asynchronous training: each worker applies its own '
