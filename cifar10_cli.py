@@ -12,6 +12,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
+import contextlib
 import datetime
 import os
 import re
@@ -31,6 +32,11 @@ tf.app.flags.DEFINE_boolean(
 
 
 _IMPORTED_AT = time.time()
+
+# The trainers' checkpoints are '<directory>/model.ckpt-<global step>'.
+CHECKPOINT_BASENAME = 'model.ckpt'
+_CHECKPOINT_INDEX = re.compile(
+    r'^%s-(\d+)\.index$' % re.escape(CHECKPOINT_BASENAME))
 
 
 class UsageError(Exception):
@@ -163,35 +169,56 @@ def non_negative(name):
       message='--%s must not be negative' % name)
 
 
+@contextlib.contextmanager
+def _reading(checkpoint_path):
+  """Turns a damaged checkpoint's TensorFlow error into one naming it."""
+  try:
+    yield
+  except tf.errors.NotFoundError:
+    raise  # Gone: the caller decides (a trainer deletes old ones).
+  # A truncated data file raises IndexError from the checkpoint reader.
+  except (tf.errors.OpError, IndexError) as e:
+    raise ValueError('cannot read checkpoint %s (%s): move its files away to '
+                     'use the one before' % (checkpoint_path, one_line(e)))
+
+
 def check_checkpoint(checkpoint_path, var_map):
   """Checks that a checkpoint holds every variable with the model's shape.
 
   Restoring a checkpoint of another model fails deep inside TensorFlow with
-  a message about Assign ops; this names the variable and both shapes.
+  a message about Assign ops; this names the variable and both shapes. Every
+  value is read, so a truncated or damaged file is reported here, by name,
+  rather than during the restore.
 
   Args:
     checkpoint_path: checkpoint prefix, e.g. '/tmp/cifar10_train/model.ckpt-5'.
     var_map: dict name in the checkpoint -> variable of the model.
 
   Raises:
-    ValueError: naming the checkpoint, the variable and the shapes.
+    ValueError: naming the checkpoint, and the variable and the shapes, or
+      what could not be read.
     tf.errors.NotFoundError: if the checkpoint is gone (a trainer may delete
       old ones at any time).
   """
-  shapes = tf.train.load_checkpoint(checkpoint_path).get_variable_to_shape_map()
-  # A shape that differs says more about what went wrong than a missing name.
-  for name in sorted(set(var_map) & set(shapes)):
-    expected = var_map[name].shape.as_list()
-    if list(shapes[name]) != expected:
+  with _reading(checkpoint_path):
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    shapes = reader.get_variable_to_shape_map()
+    # A shape that differs says more about what went wrong than a missing
+    # name.
+    for name in sorted(set(var_map) & set(shapes)):
+      expected = var_map[name].shape.as_list()
+      if list(shapes[name]) != expected:
+        raise ValueError(
+            'checkpoint %s was written by a different model: variable %s has '
+            'shape %s there but %s here'
+            % (checkpoint_path, name, list(shapes[name]), expected))
+    missing = sorted(set(var_map) - set(shapes))
+    if missing:
       raise ValueError(
-          'checkpoint %s was written by a different model: variable %s has '
-          'shape %s there but %s here'
-          % (checkpoint_path, name, list(shapes[name]), expected))
-  missing = sorted(set(var_map) - set(shapes))
-  if missing:
-    raise ValueError(
-        'checkpoint %s has no variable %s: it was written by a different '
-        'model' % (checkpoint_path, missing[0]))
+          'checkpoint %s has no variable %s: it was written by a different '
+          'model' % (checkpoint_path, missing[0]))
+    for name in var_map:
+      reader.get_tensor(name)
 
 
 def define_checkpoint_dir():
@@ -201,13 +228,29 @@ def define_checkpoint_dir():
   non_empty('checkpoint_dir')
 
 
+def checkpoint_files(directory):
+  """The trainers' checkpoints in `directory`, found by their files, oldest
+  first: what the 'checkpoint' state file should list."""
+  if not tf.io.gfile.isdir(directory):
+    return []
+  steps = sorted(int(match.group(1)) for match in map(
+      _CHECKPOINT_INDEX.match, tf.io.gfile.listdir(directory)) if match)
+  return [os.path.join(directory, '%s-%d' % (CHECKPOINT_BASENAME, step))
+          for step in steps]
+
+
 def latest_checkpoint(checkpoint_dir):
   """The newest checkpoint in `checkpoint_dir`.
+
+  The one TensorFlow's 'checkpoint' state file names; if that file is
+  missing, damaged or names files that are not there (it holds absolute
+  paths, which a moved directory breaks), the newest by its files.
 
   Raises:
     ValueError: if there is none.
   """
-  checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
+  checkpoint = (tf.train.latest_checkpoint(checkpoint_dir) or
+                (checkpoint_files(checkpoint_dir) or [None])[-1])
   if not checkpoint:
     raise ValueError('no checkpoint in --checkpoint_dir=%s' % checkpoint_dir)
   return checkpoint
@@ -215,4 +258,5 @@ def latest_checkpoint(checkpoint_dir):
 
 def checkpoint_step(checkpoint_path):
   """The global step saved in a checkpoint."""
-  return int(tf.train.load_variable(checkpoint_path, 'global_step'))
+  with _reading(checkpoint_path):
+    return int(tf.train.load_variable(checkpoint_path, 'global_step'))

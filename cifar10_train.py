@@ -304,6 +304,12 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
 def prepare_train_dir(train_dir, fresh):
   """Creates --train_dir, checks it is writable, applies --fresh.
 
+  If checkpoints are there but TensorFlow's 'checkpoint' state file names
+  none of them (it is missing or damaged, or the directory was moved: it
+  holds absolute paths), the file is written again to list them, by names
+  relative to the directory. Else training would start over at step 0 and
+  overwrite them as it went.
+
   Returns:
     The newest checkpoint to resume from, or None.
 
@@ -328,7 +334,24 @@ def prepare_train_dir(train_dir, fresh):
                        ': ' + ', '.join(names) if names else ''))
     for name in names:
       tf.io.gfile.remove(os.path.join(train_dir, name))
-  return tf.train.latest_checkpoint(train_dir)
+  checkpoint = tf.train.latest_checkpoint(train_dir)
+  found = cifar10_cli.checkpoint_files(train_dir)
+  if checkpoint is None and found:
+    state = os.path.join(train_dir, 'checkpoint')
+    cifar10_cli.log(
+        '%s names no checkpoint that is there (it is missing, damaged or '
+        'from before the directory moved): rewriting it to list the %d in %s'
+        % (state, len(found), train_dir))
+    # The state file's text format, as TensorFlow writes it.
+    names = [os.path.basename(path) for path in found]
+    text = ''.join('all_model_checkpoint_paths: "%s"\n' % name
+                   for name in names)
+    tmp = '%s.tmp-%d' % (state, os.getpid())
+    with open(tmp, 'w') as f:
+      f.write('model_checkpoint_path: "%s"\n%s' % (names[-1], text))
+    os.replace(tmp, state)
+    checkpoint = found[-1]
+  return checkpoint
 
 
 def _log_plan(devices, data_dir, checkpoint, start_step, task,

@@ -242,6 +242,66 @@ def test_checkpoint_of_another_model(data_dir, tmp_path, script):
   assert _snapshot(other) == before
 
 
+def _copy_with_relative_state(train_dir, copy):
+  """A copy of a --train_dir whose state file names its own checkpoints (a
+  plain copy's names the original's, by absolute paths)."""
+  shutil.copytree(train_dir, copy)
+  os.remove(os.path.join(copy, 'checkpoint'))
+  tf.train.update_checkpoint_state(copy, 'model.ckpt-2', ['model.ckpt-2'])
+
+
+@pytest.mark.parametrize('script', ['cifar10_train.py', 'cifar10_eval.py'])
+@pytest.mark.parametrize('damage', ['truncated data', 'garbled index'])
+def test_damaged_checkpoint(data_dir, checkpoint, tmp_path, script, damage):
+  damaged = str(tmp_path / 'damaged')
+  _copy_with_relative_state(checkpoint, damaged)
+  if damage == 'truncated data':
+    path = os.path.join(damaged, 'model.ckpt-2.data-00001-of-00002')
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  else:
+    with open(os.path.join(damaged, 'model.ckpt-2.index'), 'wb') as f:
+      f.write(b'\x01' * 300)
+  before = _snapshot(damaged)
+  args = (['--train_dir=%s' % damaged, '--max_steps=4'] if script ==
+          'cifar10_train.py' else ['--checkpoint_dir=%s' % damaged,
+                                   '--run_once', '--num_examples=300',
+                                   '--eval_dir=%s' % (tmp_path / 'e')])
+  proc = run_script(script, '--data_dir=%s' % data_dir[0], *args)
+  message = _one_line_error(proc, script, 1)
+  assert message.startswith('cannot read checkpoint %s (' % os.path.join(
+      damaged, 'model.ckpt-2')), message
+  assert message.endswith('): move its files away to use the one before')
+  assert _snapshot(damaged) == before
+
+
+@pytest.mark.parametrize('state', ['missing', 'from a moved directory'])
+def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
+                                                     tmp_path, state):
+  """Copied without its 'checkpoint' file, or moved (the file's absolute
+  paths point to the old place): training must resume, not start over and
+  overwrite the checkpoints."""
+  train_dir = str(tmp_path / 'train')
+  shutil.copytree(checkpoint, train_dir)
+  state_file = os.path.join(train_dir, 'checkpoint')
+  if state == 'missing':
+    os.remove(state_file)
+  else:
+    with open(state_file, 'w') as f:
+      f.write('model_checkpoint_path: "/gone/model.ckpt-2"\n')
+  kept = {path: digest for path, digest in _snapshot(train_dir).items()
+          if 'model.ckpt-2.' in path}
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
+                    '--train_dir=%s' % train_dir, '--batch_size=8',
+                    '--max_steps=4', check=0)
+  assert ('%s names no checkpoint that is there' % state_file) in proc.stdout
+  assert re.search(r'resuming from .*model\.ckpt-2 \(step 2\)', proc.stdout)
+  assert tf.train.get_checkpoint_state(train_dir).model_checkpoint_path == (
+      os.path.join(train_dir, 'model.ckpt-4'))
+  after = _snapshot(train_dir)
+  assert {path: after[path] for path in kept} == kept
+
+
 def test_unwritable_train_dir(data_dir, tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
