@@ -66,9 +66,14 @@ def one_line(error):
   """The line of an error message that says what went wrong.
 
   A TensorFlow graph error starts with 'Graph execution error:' and where
-  the node was defined; its own message follows the "Node: '...'" line.
+  the node was defined; its own message follows the "Node: '...'" line. A
+  failed tf.Assert (one in a tf.data function, too) gives its data as
+  '[part] [part] ...'.
   """
   text = str(error).strip() or type(error).__name__
+  match = re.search(r'assertion failed: ((?:\[[^\]\n]*\] ?)+)', text)
+  if match:
+    return ' '.join(re.findall(r'\[([^\]\n]*)\]', match.group(1)))
   match = re.search(r"^Node: '[^']*'\n(.+)$", text, re.M)
   return match.group(1) if match else text.splitlines()[0]
 

@@ -80,11 +80,13 @@ class CIFAR10Record(object):
   uint8image = None  # uint8 tensor [height, width, depth]
 
 
-def _decode_records(records):
+def _decode_records(records, source):
   """Splits raw records into labels and height-width-channel images.
 
   Args:
     records: string tensor of shape S holding RECORD_BYTES-long records.
+    source: scalar string (or string tensor) naming where the records come
+      from, for the error a label outside 0-9 raises.
 
   Returns:
     labels: int32 tensor of shape S + [1].
@@ -95,6 +97,14 @@ def _decode_records(records):
   outer = [-1 if d is None else d for d in records.shape.as_list()]
   labels = tf.reshape(tf.cast(raw[..., :LABEL_BYTES], tf.int32),
                       outer + [LABEL_BYTES])
+  # Such a label means the files are not CIFAR-10 data: say so here, not
+  # with an index error in the loss or the confusion matrix.
+  valid = tf.debugging.Assert(
+      tf.reduce_all(labels < NUM_CLASSES),
+      [tf.strings.join(['bad CIFAR-10 data in ', source, ': label']),
+       tf.reduce_max(labels), 'is not 0-%d' % (NUM_CLASSES - 1)])
+  with tf.control_dependencies([valid]):
+    labels = tf.identity(labels)
   planes = tf.reshape(raw[..., LABEL_BYTES:],
                       outer + [DEPTH, ORIGINAL_IMAGE_SIZE, ORIGINAL_IMAGE_SIZE])
   # [..., depth, height, width] -> [..., height, width, depth].
@@ -120,7 +130,7 @@ def read_cifar10(filename_queue):
   result = CIFAR10Record()
   reader = tf.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
   result.key, value = reader.read(filename_queue)
-  result.label, result.uint8image = _decode_records(value)
+  result.label, result.uint8image = _decode_records(value, result.key)
   return result
 
 
@@ -197,10 +207,7 @@ def _crop(images, offset_height, offset_width):
   return tf.gather(images, cols, axis=2, batch_dims=1)
 
 
-# The map functions are plain TensorFlow: skipping autograph's conversion
-# saves a third of a second of start-up.
-@tf.autograph.experimental.do_not_convert
-def _distort_batch(records):
+def _distort_batch(records, source):
   """Training preprocessing of a batch of raw records.
 
   Each image gets its own random crop, flip, brightness and contrast, the
@@ -210,12 +217,13 @@ def _distort_batch(records):
 
   Args:
     records: string [batch].
+    source: where the records come from, for errors.
 
   Returns:
     images: float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3], standardized.
     labels: int32 [batch].
   """
-  labels, images = _decode_records(records)
+  labels, images = _decode_records(records, source)
   batch = tf.shape(records)[0]
   max_offset = ORIGINAL_IMAGE_SIZE - IMAGE_SIZE + 1
   images = _crop(
@@ -236,17 +244,17 @@ def _distort_batch(records):
   return images, labels[:, 0]
 
 
-@tf.autograph.experimental.do_not_convert
-def _central_batch(records):
+def _central_batch(records, source):
   """Evaluation preprocessing: central crop and standardization.
 
   Args:
     records: string [batch].
+    source: where the records come from, for errors.
 
   Returns:
     images: float32 [batch, IMAGE_SIZE, IMAGE_SIZE, 3]; labels: int32 [batch].
   """
-  labels, images = _decode_records(records)
+  labels, images = _decode_records(records, source)
   return preprocess_for_eval(images), labels[:, 0]
 
 
@@ -289,6 +297,14 @@ def image_summary(images):
                                  max_images=SUMMARY_IMAGES)
 
 
+def _batch_function(preprocess, data_dir):
+  """`preprocess` as a map function of the records of `data_dir`."""
+  # Plain TensorFlow: skipping autograph's conversion saves a third of a
+  # second of start-up.
+  return tf.autograph.experimental.do_not_convert(
+      lambda records: preprocess(records, 'the .bin files of %s' % data_dir))
+
+
 def _get_next(dataset):
   """Batches of (images, labels) from `dataset`."""
   options = tf.data.Options()
@@ -319,7 +335,7 @@ def distorted_inputs(data_dir, batch_size):
   paths = _check_files(data_dir, TRAIN_FILES)
   dataset = _records(paths, shuffle=True).batch(batch_size,
                                                 drop_remainder=True)
-  dataset = dataset.map(_distort_batch,
+  dataset = dataset.map(_batch_function(_distort_batch, data_dir),
                         num_parallel_calls=MAP_PARALLELISM)
   images, labels = _get_next(dataset)
   tf.add_to_collection(tf.GraphKeys.SUMMARIES, image_summary(images))
@@ -351,5 +367,6 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None):
   if num_examples is not None:
     dataset = dataset.take(num_examples)
   dataset = dataset.batch(batch_size).map(
-      _central_batch, num_parallel_calls=MAP_PARALLELISM)
+      _batch_function(_central_batch, data_dir),
+      num_parallel_calls=MAP_PARALLELISM)
   return _get_next(dataset)

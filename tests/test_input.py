@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import cifar10_cli
 import cifar10_input
 import cifar_testdata
 
@@ -67,6 +68,20 @@ def test_read_cifar10_byte_level(tmp_path, graph):
       sess.run(record.label)
     coord.request_stop()
     coord.join(threads)
+
+
+def test_label_outside_0_to_9_is_an_error_naming_the_data(tmp_path, graph):
+  images = np.zeros([4, 32, 32, 3], np.uint8)
+  with open(str(tmp_path / 'test_batch.bin'), 'wb') as f:
+    f.write(cifar_testdata.encode_records([0, 9, 10, 3], images))
+  _, labels = cifar10_input.inputs(True, str(tmp_path), 2)
+  with tf.Session() as sess:
+    assert sess.run(labels).tolist() == [0, 9]  # 9 is a label
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+      sess.run(labels)
+  assert cifar10_cli.one_line(raised.value) == (
+      'bad CIFAR-10 data in the .bin files of %s: label 10 is not 0-9'
+      % tmp_path)
 
 
 def test_inputs_central_crop_exact(data_dir, graph):

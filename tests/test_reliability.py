@@ -136,6 +136,33 @@ def test_bad_data_dir_for_eval(data_dir, checkpoint, tmp_path, case):
   assert _snapshot(root, checkpoint) == before
 
 
+@pytest.mark.parametrize('script', ['cifar10_train.py', 'cifar10_eval.py'])
+def test_label_outside_0_to_9(data_dir, checkpoint, tmp_path, script):
+  """Every record of one file with label byte 200: not CIFAR-10 data. One
+  line naming the data, not an index error from deep inside."""
+  train = script == 'cifar10_train.py'
+
+  def break_it(batches):
+    path = os.path.join(batches, 'data_batch_3.bin' if train else
+                        'test_batch.bin')
+    with open(path, 'rb') as f:
+      data = bytearray(f.read())
+    data[::3073] = b'\xc8' * (len(data) // 3073)
+    with open(path, 'wb') as f:
+      f.write(data)
+  root, batches = _broken_data_dir(tmp_path, data_dir, break_it)
+  before = _snapshot(root, checkpoint)
+  args = (['--train_dir=%s' % (tmp_path / 'train'), '--max_steps=1',
+           '--batch_size=16'] if train else
+          ['--checkpoint_dir=%s' % checkpoint, '--run_once',
+           '--num_examples=300', '--eval_dir=%s' % (tmp_path / 'eval')])
+  proc = run_script(script, '--data_dir=%s' % root, *args)
+  assert _one_line_error(proc, script, 1) == (
+      'bad CIFAR-10 data in the .bin files of %s: label 200 is not 0-9'
+      % batches)
+  assert _snapshot(root, checkpoint) == before
+
+
 @pytest.mark.parametrize('payload,expected', [
     (b'\x1f\x8b\x08\x00' + b'garbage' * 100, r'corrupt|gzip'),
     ('not_tar', r'tar archive'),
