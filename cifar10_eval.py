@@ -198,12 +198,23 @@ def _write_json(path, figures):
 
 
 def _checkpoints(checkpoint_dir):
-  """Checkpoints listed in the directory's state file, oldest first."""
+  """Checkpoints listed in the directory's state file, oldest first, each
+  as (path, version): a checkpoint written again under the same name (a
+  trainer restarted with --fresh) is another version, to evaluate again."""
   state = tf.train.get_checkpoint_state(checkpoint_dir)
   if state is None:
     return []
-  return list(state.all_model_checkpoint_paths) or [
+  paths = list(state.all_model_checkpoint_paths) or [
       state.model_checkpoint_path]
+  return [(path, _written_at(path)) for path in paths]
+
+
+def _written_at(checkpoint):
+  """When the checkpoint's index file was written, or None if it is gone."""
+  try:
+    return tf.io.gfile.stat(checkpoint + '.index').mtime_nsec
+  except tf.errors.NotFoundError:
+    return None
 
 
 class _Stop(object):
@@ -249,7 +260,7 @@ def evaluate(data_dir):
   if FLAGS.run_once:
     pending = [cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)]
   else:
-    pending = existing[-1:]
+    pending = [path for path, _ in existing[-1:]]
     if not pending:
       cifar10_cli.log('no checkpoint in --checkpoint_dir=%s yet; waiting for '
                       'one' % FLAGS.checkpoint_dir)
@@ -271,8 +282,9 @@ def evaluate(data_dir):
       cifar10_cli.log('%s received: stopped'
                       % signal.Signals(_Stop.signum).name)
       return 0
-    pending = [c for c in _checkpoints(FLAGS.checkpoint_dir) if c not in seen]
-    seen.update(pending)
+    new = [c for c in _checkpoints(FLAGS.checkpoint_dir) if c not in seen]
+    seen.update(new)
+    pending = [path for path, _ in new]
 
 
 def main(argv=None):  # pylint: disable=unused-argument

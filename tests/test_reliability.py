@@ -388,6 +388,42 @@ def test_sigkill_at_several_points_loses_nothing(data_dir, tmp_path):
   assert _steps(train_dir)[-1] == last + 2
 
 
+def _wait_for_count(log_path, text, count, process, seconds=90):
+  """Waits until `text` is in the log `count` times; returns the log."""
+  deadline = time.time() + seconds
+  while True:
+    with open(log_path) as f:
+      output = f.read()
+    if output.count(text) >= count or process.poll() is not None:
+      return output
+    assert time.time() < deadline, output
+    time.sleep(0.2)
+
+
+def test_eval_evaluates_a_checkpoint_written_again(data_dir, tmp_path):
+  """Training started over with --fresh writes model.ckpt-2 again, under
+  the same name: a watching evaluation evaluates it again."""
+  train = ['--data_dir=%s' % data_dir[0], '--batch_size=16', '--max_steps=2',
+           '--train_dir=%s' % (tmp_path / 'train')]
+  run_script('cifar10_train.py', *train, check=0)
+  log_path = str(tmp_path / 'eval.log')
+  evaluated = 'checkpoint at step 2)'
+  with open(log_path, 'w') as log:
+    evaluator = start_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                             '--checkpoint_dir=%s' % (tmp_path / 'train'),
+                             '--eval_interval_secs=1', '--num_examples=100',
+                             '--eval_dir=%s' % (tmp_path / 'eval'),
+                             stdout=log, stderr=log)
+  try:
+    _wait_for_count(log_path, evaluated, 1, evaluator)
+    run_script('cifar10_train.py', *train, '--fresh', check=0)
+    output = _wait_for_count(log_path, evaluated, 2, evaluator)
+  finally:
+    evaluator.send_signal(signal.SIGTERM)
+    evaluator.wait(timeout=60)
+  assert output.count(evaluated) == 2, output
+
+
 def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
   """Training that saves every step and keeps 5 checkpoints deletes them
   under a watching evaluation, which never crashes."""
