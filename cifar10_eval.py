@@ -189,12 +189,30 @@ def print_report(figures):
   sys.stdout.flush()
 
 
+def _check_report_json(path):
+  """Fails before any evaluation if --report_json cannot be written."""
+  parent = os.path.dirname(os.path.abspath(path))
+  problem = ('is a directory' if os.path.isdir(path) else
+             'has no directory %s' % parent if not os.path.isdir(parent) else
+             'is in a directory we cannot write, %s' % parent
+             if not os.access(parent, os.W_OK) else None)
+  if problem:
+    raise cifar10_cli.UsageError('--report_json=%s %s' % (path, problem))
+
+
 def _write_json(path, figures):
   """Writes `figures` to `path` atomically (no half-written report)."""
   tmp = '%s.tmp-%d' % (path, os.getpid())
-  with open(tmp, 'w') as f:
-    json.dump(figures, f, indent=2)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(figures, f, indent=2)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise ValueError('cannot write --report_json=%s (%s)'
+                     % (path, e.strerror or e))
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def _checkpoints(checkpoint_dir):
@@ -294,6 +312,8 @@ def main(argv=None):  # pylint: disable=unused-argument
     raise cifar10_cli.UsageError(
         '--num_examples=%d but the %s data in %s has %d images'
         % (FLAGS.num_examples, FLAGS.eval_data, data_dir, available))
+  if FLAGS.report_json:
+    _check_report_json(FLAGS.report_json)
   return evaluate(data_dir)
 
 

@@ -329,6 +329,26 @@ def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
   assert {path: after[path] for path in kept} == kept
 
 
+@pytest.mark.parametrize('case', ['directory', 'no parent'])
+def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
+                                                 tmp_path, case):
+  target = tmp_path / 'reports'
+  if case == 'directory':
+    target.mkdir()
+    expected = '--report_json=%s is a directory' % target
+  else:
+    target = target / 'report.json'
+    expected = '--report_json=%s has no directory %s' % (target, target.parent)
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                    '--checkpoint_dir=%s' % checkpoint, '--run_once',
+                    '--num_examples=100', '--eval_dir=%s' % (tmp_path / 'e'),
+                    '--report_json=%s' % target)
+  assert _one_line_error(proc, 'cifar10_eval.py', 2) == expected
+  assert 'precision @ 1' not in proc.stdout
+  assert sorted(os.listdir(str(tmp_path))) == (
+      ['reports'] if case == 'directory' else [])
+
+
 def test_unwritable_train_dir(data_dir, tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
