@@ -12,7 +12,9 @@ with the signature 'serving_default' (method tensorflow/serving/predict):
            'classes'        int64 [N], the most probable class
 
 The graph is `cifar10.predict`, the one cifar10_predict.py runs, so both give
-the same probabilities for the same pixels. TensorFlow Serving loads numbered
+the same probabilities for the same pixels (the export is always float32;
+cifar10_predict.py --use_fp16 computes in reduced precision and differs in
+the third or fourth decimal). TensorFlow Serving loads numbered
 versions below a base directory: export to `<base>/1`, `<base>/2`, ... and
 serve `--model_base_path=<base>`. `tf.saved_model.load` loads it too.
 
