@@ -16,6 +16,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
+import hashlib
 import json
 import os
 import signal
@@ -217,20 +218,23 @@ def _write_json(path, figures):
 
 def _checkpoints(checkpoint_dir):
   """Checkpoints listed in the directory's state file, oldest first, each
-  as (path, version): a checkpoint written again under the same name (a
-  trainer restarted with --fresh) is another version, to evaluate again."""
+  as (path, fingerprint): a checkpoint written again under the same name
+  with other values (a trainer restarted with --fresh) is another one to
+  evaluate; the same values saved again (a trainer resuming) are not."""
   state = tf.train.get_checkpoint_state(checkpoint_dir)
   if state is None:
     return []
   paths = list(state.all_model_checkpoint_paths) or [
       state.model_checkpoint_path]
-  return [(path, _written_at(path)) for path in paths]
+  return [(path, _fingerprint(path)) for path in paths]
 
 
-def _written_at(checkpoint):
-  """When the checkpoint's index file was written, or None if it is gone."""
+def _fingerprint(checkpoint):
+  """A digest of the checkpoint's index file, which holds a checksum of each
+  value; None if the checkpoint is gone."""
   try:
-    return tf.io.gfile.stat(checkpoint + '.index').mtime_nsec
+    with tf.io.gfile.GFile(checkpoint + '.index', 'rb') as f:
+      return hashlib.sha256(f.read()).hexdigest()
   except tf.errors.NotFoundError:
     return None
 
