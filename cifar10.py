@@ -584,11 +584,16 @@ def learning_rate(global_step, examples_per_step):
   Returns:
     Scalar float32 learning rate.
   """
-  num_batches_per_epoch = NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN / examples_per_step
-  decay_steps = max(1, int(num_batches_per_epoch * NUM_EPOCHS_PER_DECAY))
   return tf.train.exponential_decay(INITIAL_LEARNING_RATE, global_step,
-                                    decay_steps, LEARNING_RATE_DECAY_FACTOR,
-                                    staircase=True)
+                                    decay_steps(examples_per_step),
+                                    LEARNING_RATE_DECAY_FACTOR, staircase=True)
+
+
+def decay_steps(examples_per_step):
+  """Global steps between two decays of the learning rate: the steps of
+  `examples_per_step` images that make NUM_EPOCHS_PER_DECAY epochs."""
+  num_batches_per_epoch = NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN / examples_per_step
+  return max(1, int(num_batches_per_epoch * NUM_EPOCHS_PER_DECAY))
 
 
 def _add_loss_summaries(tower_losses):

@@ -355,7 +355,7 @@ def prepare_train_dir(train_dir, fresh):
 
 
 def _log_plan(devices, data_dir, checkpoint, start_step, task,
-              sync_examples_per_step):
+              examples_per_step, sync):
   """Logs what training will do.
 
   Args:
@@ -364,8 +364,8 @@ def _log_plan(devices, data_dir, checkpoint, start_step, task,
     checkpoint: the checkpoint training resumes from, or None.
     start_step: its global step (0 without).
     task: the cluster task, or None on one machine.
-    sync_examples_per_step: in synchronous cluster training, the images of
-      a global step; else None.
+    examples_per_step: the images of a global step.
+    sync: whether this is synchronous cluster training.
   """
   chief = task is None or task.is_chief
   cifar10_cli.log('data: %s' % data_dir)
@@ -381,14 +381,24 @@ def _log_plan(devices, data_dir, checkpoint, start_step, task,
       FLAGS.batch_size, len(devices), ', '.join(devices),
       ' (mixed precision: %s)' % cifar10.compute_dtype().name
       if FLAGS.use_fp16 else '', FLAGS.max_steps))
-  if task and sync_examples_per_step:
+  if task and sync:
     cifar10_cli.log('synchronous training: each global step averages %d '
                     'batches, normally one from each worker (%d images)'
-                    % (task.num_workers, sync_examples_per_step))
+                    % (task.num_workers, examples_per_step))
   elif task:
     cifar10_cli.log('asynchronous training: each worker applies its own '
                     'gradients; a global step is one batch of one worker')
   if chief:
+    # The schedule counts global steps of this run's size: where a
+    # checkpoint of another global batch size resumes in it shows here.
+    interval = cifar10.decay_steps(examples_per_step)
+    cifar10_cli.log(
+        'learning rate %g at step %d, x%g every %d steps (%g epochs of %d '
+        'images per step)' % (
+            cifar10.INITIAL_LEARNING_RATE *
+            cifar10.LEARNING_RATE_DECAY_FACTOR ** (start_step // interval),
+            start_step, cifar10.LEARNING_RATE_DECAY_FACTOR, interval,
+            cifar10.NUM_EPOCHS_PER_DECAY, examples_per_step))
     cifar10_cli.log('watch: %s' % cifar10_cli.tensorboard_hint(
         FLAGS.train_dir, DEFAULT_EVAL_DIR))
 
@@ -445,7 +455,7 @@ def train(devices, data_dir, task=None):
           checkpoint, {v.op.name: v for v in tf.global_variables()})
     if not finished:
       _log_plan(devices, data_dir, checkpoint, start_step, task,
-                graph.examples_per_step if sync else None)
+                graph.examples_per_step, sync is not None)
 
     config = tf.ConfigProto(
         allow_soft_placement=True,

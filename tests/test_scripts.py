@@ -49,6 +49,9 @@ def test_training_logs_checkpoints_and_summaries(trained):
   _, train_dir, first, _ = trained
   assert [int(s) for s in STEP_LINE.findall(first.stdout)] == [2, 4, 6]
   assert 'starting fresh at step 0' in first.stdout
+  # 350 epochs of 50,000 images at 16 a step.
+  assert ('learning rate 0.1 at step 0, x0.1 every 1093750 steps (350 epochs '
+          'of 16 images per step)') in first.stdout
   assert 'batch size 16 x 1 tower(s) on /cpu:0' in first.stdout
   assert 'tensorboard --logdir' in first.stdout
   files = os.listdir(train_dir)
@@ -59,6 +62,8 @@ def test_training_logs_checkpoints_and_summaries(trained):
 def test_second_run_resumes(trained):
   _, train_dir, _, second = trained
   assert re.search(r'resuming from .*model\.ckpt-6 \(step 6\)', second.stdout)
+  assert 'learning rate 0.1 at step 6, x0.1 every 1093750 steps' in (
+      second.stdout)
   assert [int(s) for s in STEP_LINE.findall(second.stdout)] == [8, 10]
   assert _latest_step(train_dir) == 10
   # Nothing of the first run was deleted.
