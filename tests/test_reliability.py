@@ -349,6 +349,18 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
       ['reports'] if case == 'directory' else [])
 
 
+def test_eval_finds_checkpoints_without_the_state_file(data_dir, checkpoint,
+                                                      tmp_path):
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(checkpoint, copy)
+  os.remove(os.path.join(copy, 'checkpoint'))
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                    '--checkpoint_dir=%s' % copy, '--run_once',
+                    '--num_examples=100', '--eval_dir=%s' % (tmp_path / 'e'),
+                    check=0)
+  assert 'correct, checkpoint at step 2)' in proc.stdout
+
+
 def test_unwritable_train_dir(data_dir, tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
