@@ -531,24 +531,31 @@ def compute_gradients(total_loss, dtype=None):
 def _apply_loss_scale(grads_and_vars):
   """Zeroes non-finite float16 gradients and adapts the loss scale.
 
-  An overflow halves the scale and the step changes no weights;
+  An overflow halves the scale, and the step is to be skipped;
   LOSS_SCALE_GROWTH_STEPS finite steps in a row double it.
 
   Returns:
-    (grads_and_vars to apply, op that updates the scale).
+    grads_and_vars: to apply; all zero when the step is skipped.
+    update: op that updates the scale.
+    finite: scalar bool, whether the gradients are finite (False: skip).
+    stuck: scalar bool, non-finite gradients at a scale of 1 already, which
+      halving cannot cure: divergence, not overflow.
   """
   scale, good_steps = _loss_scale()
+  # One read, before the update, for every use below.
+  current = scale.read_value()
   finite = tf.reduce_all([tf.reduce_all(tf.is_finite(g))
                           for g, _ in grads_and_vars])
   safe = [(tf.where(finite, g, tf.zeros_like(g)), v)
           for g, v in grads_and_vars]
   grow = tf.logical_and(finite, good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS)
-  new_scale = tf.where(finite, tf.where(grow, scale * 2.0, scale),
-                       tf.maximum(scale / 2.0, 1.0))
+  new_scale = tf.where(finite, tf.where(grow, current * 2.0, current),
+                       tf.maximum(current / 2.0, 1.0))
   new_good = tf.where(tf.logical_and(finite, tf.logical_not(grow)),
                       good_steps + 1, 0)
   update = tf.group(scale.assign(new_scale), good_steps.assign(new_good))
-  return safe, update
+  stuck = tf.logical_and(tf.logical_not(finite), current <= 1.0)
+  return safe, update, finite, stuck
 
 
 def average_gradients(tower_grads):
@@ -647,7 +654,9 @@ def train(total_loss, global_step, grads_and_vars=None,
 
   Learning-rate schedule and summary, plain gradient descent, moving averages
   of the losses (0.9) and of all trainable variables (0.9999, with the
-  global step as `num_updates`), histograms of variables and gradients.
+  global step as `num_updates`), histograms of variables and gradients. With
+  float16, a step whose gradients overflow is skipped (see
+  `_apply_loss_scale`).
 
   Args:
     total_loss: scalar loss from `loss` (single tower).
@@ -674,9 +683,17 @@ def train(total_loss, global_step, grads_and_vars=None,
     grads_and_vars = compute_gradients(total_loss)
   # A NaN or infinite loss or gradient fails the step before any variable
   # changes, so diverged weights are never applied, let alone saved. (Float16
-  # gradients that overflow are the loss scale's business: it skips them.)
+  # gradients that overflow are the loss scale's business: it skips the step,
+  # unless the scale is down to 1 already.)
   checked = list(total_losses or [total_loss])
-  if compute_dtype() != tf.float16:
+  updates = []
+  finite = None  # Whether to apply this step; None: always.
+  if compute_dtype() == tf.float16:
+    grads_and_vars, scale_update, finite, stuck = _apply_loss_scale(
+        grads_and_vars)
+    updates.append(scale_update)
+    checked.append(tf.where(stuck, np.inf, 0.0))
+  else:
     checked.append(tf.linalg.global_norm(
         [g for g, _ in grads_and_vars if g is not None]))
   finite_check = tf.debugging.assert_all_finite(tf.stack(checked),
@@ -687,20 +704,23 @@ def train(total_loss, global_step, grads_and_vars=None,
     grads_and_vars = [(None if g is None else tf.identity(g), v)
                       for g, v in grads_and_vars]
 
-  updates = []
-  if compute_dtype() == tf.float16:
-    grads_and_vars, scale_update = _apply_loss_scale(grads_and_vars)
-    updates.append(scale_update)
-
-  variable_averages = tf.train.ExponentialMovingAverage(
-      MOVING_AVERAGE_DECAY, global_step)
   opt = tf.train.GradientDescentOptimizer(lr)
   if wrap_optimizer is None:
     with tf.control_dependencies([loss_averages_op]):
-      apply_gradient_op = opt.apply_gradients(grads_and_vars,
-                                              global_step=global_step)
+      if finite is None:
+        apply_gradient_op = opt.apply_gradients(grads_and_vars,
+                                                global_step=global_step)
+      else:
+        # A skipped step's gradients are zero, so the weights stay exactly
+        # as they are, and it is not counted.
+        with tf.control_dependencies([opt.apply_gradients(grads_and_vars)]):
+          apply_gradient_op = global_step.assign_add(
+              tf.cast(finite, global_step.dtype))
   else:
-    opt = wrap_optimizer(opt, variable_averages, tf.trainable_variables())
+    # In synchronous cluster training the chief applies the workers'
+    # gradients together: a worker's skipped step gives zeros, and counts.
+    opt = wrap_optimizer(opt, _weight_averages(global_step),
+                         tf.trainable_variables())
     # No control dependency around apply_gradients here: it may build ops
     # that run apart from the train op (SyncReplicasOptimizer's update on the
     # chief), which would then compute a batch's losses each time they run.
@@ -715,12 +735,32 @@ def train(total_loss, global_step, grads_and_vars=None,
       histogram_summary(var.op.name + '/gradients', grad)
 
   if wrap_optimizer is None:
+    # Built after the global step's update, which its decay reads.
     with tf.control_dependencies([apply_gradient_op]):
-      updates.append(variable_averages.apply(tf.trainable_variables()))
+      updates.append(_weight_averages(global_step, finite).apply(
+          tf.trainable_variables()))
   else:
     updates.append(apply_gradient_op)
   with tf.control_dependencies(updates):
     return tf.no_op(name='train')
+
+
+def _weight_averages(global_step, finite=None):
+  """The moving averages of the weights: decay MOVING_AVERAGE_DECAY, less
+  over the first steps, min(decay, (1 + step) / (10 + step)), as
+  ExponentialMovingAverage does with `num_updates`.
+
+  Args:
+    global_step: integer variable counting the training steps.
+    finite: None, or a scalar bool that is False for a skipped float16
+      step, which leaves the averages as they are (a decay of 1).
+  """
+  if finite is None:
+    return tf.train.ExponentialMovingAverage(MOVING_AVERAGE_DECAY,
+                                             global_step)
+  steps = tf.cast(global_step, tf.float32)
+  decay = tf.minimum(MOVING_AVERAGE_DECAY, (1.0 + steps) / (10.0 + steps))
+  return tf.train.ExponentialMovingAverage(tf.where(finite, decay, 1.0))
 
 
 def variables_to_restore():

@@ -348,7 +348,7 @@ def test_float16_loss_scale_skips_overflow_and_grows(graph, flags,
   monkeypatch.setattr(cifar10, 'LOSS_SCALE_GROWTH_STEPS', 3)
   weights = tf.Variable([1.0, 2.0])
   grad = tf.placeholder(tf.float32, [2])
-  safe, update = cifar10._apply_loss_scale([(grad, weights)])
+  safe, update, finite, stuck = cifar10._apply_loss_scale([(grad, weights)])
   with tf.control_dependencies([update]):
     step = weights.assign_sub(safe[0][0])
   scale, _ = cifar10._loss_scale()
@@ -366,6 +366,41 @@ def test_float16_loss_scale_skips_overflow_and_grows(graph, flags,
       sess.run(step, {grad: [0.5, 0.5]})
     np.testing.assert_allclose(sess.run(weights), [-0.5, 0.5])
     assert sess.run(scale) == cifar10.INITIAL_LOSS_SCALE / 2
+    # Overflow at a scale of 1 already: halving cannot help.
+    for value, overflow, expected in [(2.0, True, (False, False)),
+                                      (1.0, False, (True, False)),
+                                      (1.0, True, (False, True))]:
+      scale.load(value, sess)
+      got = sess.run([finite, stuck],
+                     {grad: [np.inf if overflow else 1.0, 1.0]})
+      assert tuple(got) == expected, (value, overflow)
+
+
+def test_float16_overflow_skips_the_whole_step(data_dir, flags, monkeypatch):
+  """The train op of an overflowing float16 step changes no weight, moving
+  average or global step; only the loss scale is halved."""
+  flags.use_fp16 = True
+  monkeypatch.setattr(cifar10, 'compute_dtype',
+                      lambda on_gpu=None: tf.float16)
+  with tf.Graph().as_default():
+    g = cifar10_train.build_training_graph(['/cpu:0'], data_dir[1], 8)
+    scale, _ = cifar10._loss_scale()
+    with tf.Session() as sess:
+      sess.run([tf.global_variables_initializer(),
+                tf.local_variables_initializer()])
+      sess.run(g.train_op)
+      assert sess.run(g.global_step) == 1
+      before = sess.run(tf.global_variables())
+      scale.load(1e30, sess)  # Any gradient times this overflows.
+      sess.run(g.train_op)
+      for variable, old, new in zip(tf.global_variables(), before,
+                                    sess.run(tf.global_variables())):
+        if '/avg' not in variable.op.name:  # Loss averages see the loss.
+          np.testing.assert_array_equal(old, new, variable.op.name)
+      assert sess.run(scale) == np.float32(5e29)
+      scale.load(cifar10.INITIAL_LOSS_SCALE, sess)
+      sess.run(g.train_op)
+      assert sess.run(g.global_step) == 2
 
 
 def test_float16_gradients_are_unscaled(graph, flags, monkeypatch):
