@@ -298,10 +298,8 @@ def test_extracted_data_needs_no_request_and_no_writes(tmp_path, data_dir):
   before = {p: os.stat(os.path.join(str(tmp_path), p)).st_mtime_ns
             for p in listing(str(tmp_path))}
   # Nothing listens at this URL, so any network access would fail.
-  started = time.time()
   result = cifar10_download.maybe_download_and_extract(
       data_dir, http_fixture.closed_port_url())
-  assert time.time() - started < 1.0
   assert result == batches_dir
   after = {p: os.stat(os.path.join(str(tmp_path), p)).st_mtime_ns
            for p in listing(str(tmp_path))}
@@ -472,11 +470,9 @@ def test_offline_gives_one_line_with_url_and_manual_path(data_dir,
                                                          monkeypatch):
   monkeypatch.setattr(cifar10_download, 'MAX_ATTEMPTS', 3)
   url = http_fixture.closed_port_url()
-  started = time.time()
   with pytest.raises(DownloadError) as info:
     cifar10_download.maybe_download_and_extract(data_dir, url)
   message = str(info.value)
-  assert time.time() - started < 5
   assert '\n' not in message
   assert url in message and 'refused' in message.lower()
   assert os.path.join(data_dir, TARBALL) in message

@@ -403,8 +403,10 @@ def test_float16_overflow_skips_the_whole_step(data_dir, flags, monkeypatch):
       assert sess.run(g.global_step) == 2
 
 
-def test_float16_gradients_are_unscaled(graph, flags, monkeypatch):
-  """compute_gradients scales the loss up and the gradients back down."""
+def test_float16_gradients_are_scaled_and_unscaled(graph, flags,
+                                                   monkeypatch):
+  """compute_gradients scales the loss up, so that small float16 gradients
+  do not flush to zero, and the gradients back down."""
   flags.use_fp16 = True
   rng = np.random.RandomState(0)
   images = tf.constant(rng.randn(4, 24, 24, 3).astype(np.float32))
@@ -412,11 +414,17 @@ def test_float16_gradients_are_unscaled(graph, flags, monkeypatch):
   total = cifar10.loss(cifar10.inference(images, dtype=tf.float16), labels)
   scaled = cifar10.compute_gradients(total, dtype=tf.float16)
   plain = cifar10.compute_gradients(total, dtype=tf.float32)
+  # A millionth of the loss: its float16 gradients underflow unless scaled.
+  tiny = cifar10.compute_gradients(total * 1e-6, dtype=tf.float16)
   with tf.Session() as sess:
     sess.run([tf.global_variables_initializer(),
               tf.local_variables_initializer()])
-    for (g1, _), (g2, _) in zip(sess.run(scaled), sess.run(plain)):
+    expected = sess.run(plain)
+    for (g1, _), (g2, _) in zip(sess.run(scaled), expected):
       np.testing.assert_allclose(g1, g2, rtol=2e-2, atol=1e-4)
+    (conv1, _), (g2, _) = sess.run(tiny[0]), expected[0]
+    assert np.abs(conv1).max() > 0
+    np.testing.assert_allclose(conv1 * 1e6, g2, rtol=0.1, atol=1e-3)
 
 
 def test_loss_scale_stays_off_the_parameter_servers(graph):

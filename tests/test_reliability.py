@@ -476,12 +476,12 @@ def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
     run_script('cifar10_train.py', '--data_dir=%s' % root,
                '--train_dir=%s' % train_dir, '--batch_size=32',
                '--max_steps=80', '--save_checkpoint_steps=1', check=0)
-    time.sleep(4)
-    assert evaluator.poll() is None, open(log_path).read()
+    output = _wait_for_count(log_path, 'checkpoint at step 80)', 1,
+                             evaluator)
+    assert evaluator.poll() is None, output
   finally:
     evaluator.send_signal(signal.SIGTERM)
     evaluator.wait(timeout=60)
-  output = open(log_path).read()
   assert evaluator.returncode == 0, output
   assert output.count('precision @ 1 = ') >= 2
   assert 'checkpoint at step 80)' in output
