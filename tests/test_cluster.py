@@ -325,6 +325,49 @@ def test_killed_worker_rejoins_and_training_completes(cluster, tmp_path):
   _stop_ps(ps)
 
 
+def test_synchronous_training_goes_on_without_a_dead_worker(cluster,
+                                                            tmp_path):
+  """After --cluster_timeout_secs without a global step, the chief sends
+  another batch in place of the missing worker's, step after step."""
+  ps = cluster.start_ps()
+  args = ['--max_steps=100000', '--log_frequency=1',
+          '--cluster_timeout_secs=3']
+  chief = cluster.start_worker(0, str(tmp_path / 'train'), *args)
+  worker = cluster.start_worker(1, str(tmp_path / 'other'), *args)
+  worker.wait_for(r'worker 1: step \d+,')
+  worker.proc.kill()
+  worker.proc.wait()
+  chief.wait_for(r'worker 0: no global step for 3 s \(a worker down\?\): '
+                 r'sending another batch')
+  # Then steps again.
+  logged = len(chief.output())
+  deadline = time.time() + TIMEOUT
+  while len(STEP_LINE.findall(chief.output()[logged:])) < 2:
+    assert time.time() < deadline and chief.proc.poll() is None, (
+        chief.output()[logged:])
+    time.sleep(0.2)
+  chief.proc.send_signal(signal.SIGTERM)
+  assert chief.proc.wait(timeout=60) == 128 + signal.SIGTERM, chief.output()
+  _stop_ps(ps)
+
+
+def test_worker_gives_up_without_its_chief(cluster, tmp_path):
+  """With the chief gone, no step completes: after twice
+  --cluster_timeout_secs a worker stops with an error that says why."""
+  cluster.start_ps()
+  args = ['--max_steps=100000', '--log_frequency=1',
+          '--cluster_timeout_secs=3']
+  chief = cluster.start_worker(0, str(tmp_path / 'train'), *args)
+  worker = cluster.start_worker(1, str(tmp_path / 'other'), *args)
+  worker.wait_for(r'worker 1: step \d+,')
+  chief.proc.kill()
+  chief.proc.wait()
+  assert worker.proc.wait(timeout=60) == 1, worker.output()
+  assert ('cifar10_train.py: error: worker 1: no global step for 6 s (2 x '
+          '--cluster_timeout_secs): is the chief (worker 0) running?'
+          in worker.output())
+
+
 def test_worker_waits_for_the_ps_then_gives_up(cluster, data_dir, tmp_path):
   # Started before its ps, a worker waits, then trains once the ps is up.
   one_worker = cluster.flags()[0], '--worker_hosts=' + cluster.workers[0]
