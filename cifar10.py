@@ -625,9 +625,12 @@ def _add_loss_summaries(tower_losses):
       # '<name>/avg' in checkpoints whatever the number of towers.
       means.append(tf.identity(tf.add_n(values) / len(values), name=name))
   loss_averages_op = averages.apply(means)
-  for name, mean in zip(sorted(tower_losses), means):
-    scalar_summary(name + '_raw', mean)
-    scalar_summary(name, averages.average(mean))
+  # Read after this step's update: otherwise each average is read before or
+  # after it, whichever the executor happens to run first.
+  with tf.control_dependencies([loss_averages_op]):
+    for name, mean in zip(sorted(tower_losses), means):
+      scalar_summary(name + '_raw', mean)
+      scalar_summary(name, averages.average(mean).read_value())
   return loss_averages_op
 
 
@@ -728,8 +731,10 @@ def train(total_loss, global_step, grads_and_vars=None,
                                             global_step=global_step)
     updates.append(loss_averages_op)
 
-  for var in tf.trainable_variables():
-    histogram_summary(var.op.name, var)
+  # The weights after this step's update, like their moving averages.
+  with tf.control_dependencies([apply_gradient_op]):
+    for var in tf.trainable_variables():
+      histogram_summary(var.op.name, var.read_value())
   for grad, var in grads_and_vars:
     if grad is not None:
       histogram_summary(var.op.name + '/gradients', grad)

@@ -483,7 +483,8 @@ def train(devices, data_dir, task=None):
           save_checkpoint_secs=None if steps else FLAGS.save_checkpoint_secs,
           save_checkpoint_steps=steps,
           save_summaries_steps=FLAGS.save_summaries_steps,
-          log_step_count_steps=0,
+          # The tutorial's global_step/sec chart in TensorBoard.
+          log_step_count_steps=FLAGS.save_summaries_steps,
           config=config)
     else:
       session = tf.train.MonitoredSession(

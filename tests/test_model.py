@@ -320,6 +320,36 @@ def _learn(data_dir, steps=60, batch=32):
   return np.mean(losses[:5]), np.mean(losses[-10:])
 
 
+def test_summaries_read_the_averages_after_the_update(data_dir):
+  """Each step's '<loss>' summary is that step's moving average, 0.9 x the
+  previous one + 0.1 x '<loss>_raw', for every loss; and the weight
+  histograms show the weights after the step, like their averages."""
+  with tf.Graph().as_default():
+    g = cifar10_train.build_training_graph(['/cpu:0'], data_dir[1], 8)
+    summaries = tf.summary.merge_all()
+    weights = tf.trainable_variables()[0]
+    with tf.Session() as sess:
+      sess.run([tf.global_variables_initializer(),
+                tf.local_variables_initializer()])
+      previous = {}
+      for _ in range(3):
+        serialized, _ = sess.run([summaries, g.train_op])
+        summary = tf.Summary.FromString(serialized)
+        values = {v.tag: v.simple_value for v in summary.value
+                  if v.HasField('simple_value')}
+        losses = [t[:-len('_raw')] for t in values if t.endswith('_raw')]
+        assert 'cross_entropy' in losses and len(losses) == 4, values
+        for loss in losses:
+          expected = (cifar10.LOSS_AVERAGE_DECAY * previous.get(loss, 0.0) +
+                      (1 - cifar10.LOSS_AVERAGE_DECAY) * values[loss + '_raw'])
+          assert values[loss] == pytest.approx(expected, rel=1e-5), loss
+          previous[loss] = values[loss]
+        histogram, = [v.histo for v in summary.value
+                      if v.tag == weights.op.name]
+        after = sess.run(weights)
+        assert (histogram.min, histogram.max) == (after.min(), after.max())
+
+
 def test_short_run_learns(data_dir):
   first, last = _learn(data_dir[1])
   assert last < first - 0.5, (first, last)

@@ -31,7 +31,7 @@ LOAD_TIMEOUT = 90  # Seconds for TensorBoard to start and load the logs.
 
 LAYERS = ['conv1', 'conv2', 'local3', 'local4', 'softmax_linear']
 TRAIN_SCALARS = (
-    ['learning_rate'] +
+    ['learning_rate', 'global_step/sec'] +
     ['%s%s' % (loss, suffix) for loss in ('cross_entropy', 'total_loss',
                                           'local3/weight_loss',
                                           'local4/weight_loss')
