@@ -14,6 +14,7 @@ from __future__ import print_function
 
 import contextlib
 import datetime
+import json
 import os
 import re
 import resource
@@ -224,6 +225,44 @@ def check_checkpoint(checkpoint_path, var_map):
           'model' % (checkpoint_path, missing[0]))
     for name in var_map:
       reader.get_tensor(name)
+
+
+def check_output_file(flag):
+  """Fails up front, before any long work, if the file that flag `flag`
+  names cannot be written.
+
+  Raises:
+    UsageError: naming the flag and what is wrong.
+  """
+  path = getattr(FLAGS, flag)
+  parent = os.path.dirname(os.path.abspath(path))
+  problem = ('is a directory' if os.path.isdir(path) else
+             'has no directory %s' % parent if not os.path.isdir(parent) else
+             'is in a directory we cannot write, %s' % parent
+             if not os.access(parent, os.W_OK) else None)
+  if problem:
+    raise UsageError('--%s=%s %s' % (flag, path, problem))
+
+
+def write_json(flag, data):
+  """Writes `data` as JSON to the file that flag `flag` names, atomically
+  (never a half-written file).
+
+  Raises:
+    ValueError: naming the flag, if the file cannot be written.
+  """
+  path = getattr(FLAGS, flag)
+  tmp = '%s.tmp-%d' % (path, os.getpid())
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise ValueError('cannot write --%s=%s (%s)' % (flag, path,
+                                                    e.strerror or e))
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def define_checkpoint_dir():

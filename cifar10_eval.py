@@ -17,7 +17,6 @@ from __future__ import division
 from __future__ import print_function
 
 import hashlib
-import json
 import os
 import signal
 import struct
@@ -190,32 +189,6 @@ def print_report(figures):
   sys.stdout.flush()
 
 
-def _check_report_json(path):
-  """Fails before any evaluation if --report_json cannot be written."""
-  parent = os.path.dirname(os.path.abspath(path))
-  problem = ('is a directory' if os.path.isdir(path) else
-             'has no directory %s' % parent if not os.path.isdir(parent) else
-             'is in a directory we cannot write, %s' % parent
-             if not os.access(parent, os.W_OK) else None)
-  if problem:
-    raise cifar10_cli.UsageError('--report_json=%s %s' % (path, problem))
-
-
-def _write_json(path, figures):
-  """Writes `figures` to `path` atomically (no half-written report)."""
-  tmp = '%s.tmp-%d' % (path, os.getpid())
-  try:
-    with open(tmp, 'w') as f:
-      json.dump(figures, f, indent=2)
-    os.replace(tmp, path)
-  except OSError as e:
-    raise ValueError('cannot write --report_json=%s (%s)'
-                     % (path, e.strerror or e))
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _checkpoints(checkpoint_dir):
   """Checkpoints listed in the directory's state file, oldest first, each
   as (path, fingerprint): a checkpoint written again under the same name
@@ -259,7 +232,7 @@ def _evaluate_and_report(evaluator, checkpoint):
                   % (figures['num_examples'], seconds,
                      figures['num_examples'] / seconds))
   if FLAGS.report_json:
-    _write_json(FLAGS.report_json, figures)
+    cifar10_cli.write_json('report_json', figures)
 
 
 def evaluate(data_dir):
@@ -317,7 +290,7 @@ def main(argv=None):  # pylint: disable=unused-argument
         '--num_examples=%d but the %s data in %s has %d images'
         % (FLAGS.num_examples, FLAGS.eval_data, data_dir, available))
   if FLAGS.report_json:
-    _check_report_json(FLAGS.report_json)
+    cifar10_cli.check_output_file('report_json')
   return evaluate(data_dir)
 
 

@@ -36,3 +36,14 @@ def test_benchmark_profile_mode_times_the_training_step_ops(tmp_path):
   assert all(ms >= 0 for ms in by_type.values())
   assert any(name.endswith('conv2/conv2') for name in profile['ms_by_op'])
   assert 'slowest by op type' in proc.stdout
+
+
+def test_bad_json_path_fails_before_measuring(tmp_path):
+  target = tmp_path / 'missing' / 'figures.json'
+  proc = run_script('cifar10_benchmark.py', '--smoke', '--json=%s' % target)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'cifar10_benchmark.py: error: --json=%s has no directory %s'
+      % (target, target.parent))
+  assert proc.stdout == ''  # Nothing measured.
+  assert list(tmp_path.iterdir()) == []
