@@ -304,17 +304,13 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
 def prepare_train_dir(train_dir, fresh):
   """Creates --train_dir, checks it is writable, applies --fresh.
 
-  If checkpoints are there but TensorFlow's 'checkpoint' state file names
-  none of them (it is missing or damaged, or the directory was moved: it
-  holds absolute paths), the file is written again to list them, by names
-  relative to the directory. Else training would start over at step 0 and
-  overwrite them as it went.
-
   Returns:
-    The newest checkpoint to resume from, or None.
+    The newest checkpoint to resume from (see `_checkpoint_to_resume`), or
+    None.
 
   Raises:
-    cifar10_cli.UsageError: if the directory cannot be written.
+    cifar10_cli.UsageError: if the directory cannot be written, or its
+      state file names checkpoints elsewhere only.
   """
   try:
     tf.io.gfile.makedirs(train_dir)
@@ -334,24 +330,60 @@ def prepare_train_dir(train_dir, fresh):
                        ': ' + ', '.join(names) if names else ''))
     for name in names:
       tf.io.gfile.remove(os.path.join(train_dir, name))
+  return _checkpoint_to_resume(train_dir)
+
+
+def _checkpoint_to_resume(train_dir):
+  """The newest checkpoint in `train_dir`, whose state file is made to list
+  this directory's checkpoints.
+
+  TensorFlow's state file ('checkpoint') holds absolute paths. In a copied
+  directory it names the original's checkpoints: training would resume from
+  them and, keeping the newest five, delete the older ones there. In a moved
+  directory it names files that are gone, and when it is missing or damaged
+  it names nothing: training would start over at step 0 and overwrite the
+  checkpoints here as it went. In these cases the file is written again,
+  listing the checkpoints found here, by names relative to the directory.
+
+  Raises:
+    cifar10_cli.UsageError: if the state file names checkpoints in other
+      directories and there are none here.
+  """
+  state_file = os.path.join(train_dir, 'checkpoint')
+  state = tf.train.get_checkpoint_state(train_dir)
+  listed = ([state.model_checkpoint_path] +
+            list(state.all_model_checkpoint_paths)) if state else []
+  here = os.path.realpath(train_dir)
+  elsewhere = sorted({os.path.dirname(os.path.realpath(path))
+                      for path in listed} - {here})
   checkpoint = tf.train.latest_checkpoint(train_dir)
   found = cifar10_cli.checkpoint_files(train_dir)
-  if checkpoint is None and found:
-    state = os.path.join(train_dir, 'checkpoint')
-    cifar10_cli.log(
-        '%s names no checkpoint that is there (it is missing, damaged or '
-        'from before the directory moved): rewriting it to list the %d in %s'
-        % (state, len(found), train_dir))
-    # The state file's text format, as TensorFlow writes it.
-    names = [os.path.basename(path) for path in found]
-    text = ''.join('all_model_checkpoint_paths: "%s"\n' % name
-                   for name in names)
-    tmp = '%s.tmp-%d' % (state, os.getpid())
-    with open(tmp, 'w') as f:
-      f.write('model_checkpoint_path: "%s"\n%s' % (names[-1], text))
-    os.replace(tmp, state)
-    checkpoint = found[-1]
-  return checkpoint
+  if not found:
+    if elsewhere:
+      raise cifar10_cli.UsageError(
+          '%s names checkpoints in %s, none in --train_dir=%s: training '
+          'would delete them as it rotated its own; copy them into '
+          '--train_dir, or start over with --fresh'
+          % (state_file, elsewhere[0], train_dir))
+    return checkpoint
+  if checkpoint is not None and not elsewhere:
+    return checkpoint
+  cifar10_cli.log(
+      '%s does not name the checkpoints in %s (it is %s): rewriting it to '
+      'list the %d there' % (
+          state_file, train_dir,
+          'from the directory this one was copied or moved from, %s'
+          % elsewhere[0] if elsewhere else 'missing or damaged',
+          len(found)))
+  # The state file's text format, as TensorFlow writes it.
+  names = [os.path.basename(path) for path in found]
+  text = ''.join('all_model_checkpoint_paths: "%s"\n' % name
+                 for name in names)
+  tmp = '%s.tmp-%d' % (state_file, os.getpid())
+  with open(tmp, 'w') as f:
+    f.write('model_checkpoint_path: "%s"\n%s' % (names[-1], text))
+  os.replace(tmp, state_file)
+  return found[-1]
 
 
 def _log_plan(devices, data_dir, checkpoint, start_step, task,

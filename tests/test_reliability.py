@@ -302,31 +302,58 @@ def test_damaged_checkpoint(data_dir, checkpoint, tmp_path, script, damage):
   assert _snapshot(damaged) == before
 
 
-@pytest.mark.parametrize('state', ['missing', 'from a moved directory'])
+@pytest.mark.parametrize('state', ['missing', 'moved', 'copied'])
 def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
                                                      tmp_path, state):
-  """Copied without its 'checkpoint' file, or moved (the file's absolute
-  paths point to the old place): training must resume, not start over and
-  overwrite the checkpoints."""
+  """TensorFlow's 'checkpoint' file holds absolute paths. Copied without it,
+  or moved (its paths point to files that are gone), training must resume,
+  not start over and overwrite the checkpoints. Copied (its paths point to
+  the original): training must resume from the copy's checkpoints, and not
+  delete the original's as it keeps only the newest five."""
+  original = str(tmp_path / 'original')
+  shutil.copytree(checkpoint, original)
+  tf.train.update_checkpoint_state(
+      original, os.path.join(original, 'model.ckpt-2'),
+      [os.path.join(original, 'model.ckpt-0'),
+       os.path.join(original, 'model.ckpt-2')])
   train_dir = str(tmp_path / 'train')
-  shutil.copytree(checkpoint, train_dir)
-  state_file = os.path.join(train_dir, 'checkpoint')
+  shutil.copytree(original, train_dir)
   if state == 'missing':
-    os.remove(state_file)
-  else:
-    with open(state_file, 'w') as f:
-      f.write('model_checkpoint_path: "/gone/model.ckpt-2"\n')
-  kept = {path: digest for path, digest in _snapshot(train_dir).items()
-          if 'model.ckpt-2.' in path}
+    os.remove(os.path.join(train_dir, 'checkpoint'))
+  elif state == 'moved':
+    shutil.rmtree(original)
+  originals = _snapshot(original)
   proc = run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
                     '--train_dir=%s' % train_dir, '--batch_size=8',
-                    '--max_steps=4', check=0)
-  assert ('%s names no checkpoint that is there' % state_file) in proc.stdout
-  assert re.search(r'resuming from .*model\.ckpt-2 \(step 2\)', proc.stdout)
+                    '--max_steps=8', '--save_checkpoint_steps=1', check=0)
+  assert ('%s does not name the checkpoints in %s (it is %s): rewriting it '
+          'to list the 2 there' % (
+              os.path.join(train_dir, 'checkpoint'), train_dir,
+              'missing or damaged' if state == 'missing' else
+              'from the directory this one was copied or moved from, %s'
+              % original)) in proc.stdout
+  assert re.search(r'resuming from %s \(step 2\)' % re.escape(
+      os.path.join(train_dir, 'model.ckpt-2')), proc.stdout)
   assert tf.train.get_checkpoint_state(train_dir).model_checkpoint_path == (
-      os.path.join(train_dir, 'model.ckpt-4'))
-  after = _snapshot(train_dir)
-  assert {path: after[path] for path in kept} == kept
+      os.path.join(train_dir, 'model.ckpt-8'))
+  assert _snapshot(original) == originals
+
+
+def test_state_file_naming_only_another_directory_is_refused(
+    data_dir, checkpoint, tmp_path):
+  train_dir = tmp_path / 'train'
+  train_dir.mkdir()
+  (train_dir / 'checkpoint').write_text(
+      'model_checkpoint_path: "%s/model.ckpt-2"\n' % checkpoint)
+  before = _snapshot(checkpoint)
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
+                    '--train_dir=%s' % train_dir, '--max_steps=4')
+  assert _one_line_error(proc, 'cifar10_train.py', 2) == (
+      '%s names checkpoints in %s, none in --train_dir=%s: training would '
+      'delete them as it rotated its own; copy them into --train_dir, or '
+      'start over with --fresh' % (train_dir / 'checkpoint', checkpoint,
+                                   train_dir))
+  assert _snapshot(checkpoint) == before
 
 
 @pytest.mark.parametrize('case', ['directory', 'no parent'])
