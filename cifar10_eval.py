@@ -100,7 +100,15 @@ class _Evaluator(object):
     config.gpu_options.allow_growth = True
     confusion = np.zeros((cifar10.NUM_CLASSES, cifar10.NUM_CLASSES), np.int64)
     with tf.Session(graph=self.graph, config=config) as sess:
-      self.saver.restore(sess, checkpoint)
+      try:
+        self.saver.restore(sess, checkpoint)
+      except (ValueError, tf.errors.OpError):
+        if tf.io.gfile.exists(checkpoint + '.index'):
+          raise
+        # Deleted by the trainer since the check above: the Saver says
+        # "not a valid checkpoint".
+        raise tf.errors.NotFoundError(None, None,
+                                      '%s was deleted' % checkpoint)
       sess.run(self.local_init)
       start = time.time()
       fetches = [self.labels, self.predictions, self.summary_op]

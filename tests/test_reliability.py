@@ -447,6 +447,32 @@ def test_sigkill_at_several_points_loses_nothing(data_dir, tmp_path):
   assert _steps(train_dir)[-1] == last + 2
 
 
+def test_eval_skips_a_checkpoint_deleted_before_its_restore(
+    data_dir, checkpoint, tmp_path, flags, monkeypatch, graph):
+  """The trainer may rotate a checkpoint away between the evaluator's check
+  and its restore: NotFoundError, which the watch loop skips, not the
+  Saver's ValueError, which ended the evaluator."""
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  import cifar10_eval  # pylint: disable=g-import-not-at-top
+  flags.data_dir = data_dir[0]
+  flags.eval_dir = str(tmp_path / 'eval')
+  copy = str(tmp_path / 'train')
+  shutil.copytree(checkpoint, copy)
+  read_step = cifar10_cli.checkpoint_step
+
+  def read_step_then_rotate_away(path):
+    step = read_step(path)
+    for name in os.listdir(copy):
+      if name.startswith('model.ckpt-2.'):
+        os.remove(os.path.join(copy, name))
+    return step
+  monkeypatch.setattr(cifar10_cli, 'checkpoint_step',
+                      read_step_then_rotate_away)
+  evaluator = cifar10_eval._Evaluator(True, 100, cifar_testdata.CLASS_NAMES)
+  with pytest.raises(tf.errors.NotFoundError):
+    evaluator.evaluate(os.path.join(copy, 'model.ckpt-2'))
+
+
 def _wait_for_count(log_path, text, count, process, seconds=90):
   """Waits until `text` is in the log `count` times; returns the log."""
   deadline = time.time() + seconds
