@@ -283,21 +283,32 @@ def checkpoint_files(directory):
           for step in steps]
 
 
-def latest_checkpoint(checkpoint_dir):
-  """The newest checkpoint in `checkpoint_dir`.
+def listed_checkpoints(directory):
+  """The checkpoints of `directory`, oldest first.
 
-  The one TensorFlow's 'checkpoint' state file names; if that file is
-  missing, damaged or names files that are not there (it holds absolute
-  paths, which a moved directory breaks), the newest by its files.
+  Those TensorFlow's 'checkpoint' state file lists, looked up in `directory`
+  by name: the file holds absolute paths, which in a copied directory name
+  the original's checkpoints, and in a moved one files that are gone.
+  Without a state file that names any of them, those found by their files.
+  """
+  state = tf.train.get_checkpoint_state(directory)
+  listed = (list(state.all_model_checkpoint_paths) or
+            [state.model_checkpoint_path]) if state else []
+  here = [os.path.join(directory, os.path.basename(path)) for path in listed]
+  return ([path for path in here if tf.io.gfile.exists(path + '.index')] or
+          checkpoint_files(directory))
+
+
+def latest_checkpoint(checkpoint_dir):
+  """The newest checkpoint in `checkpoint_dir` (see `listed_checkpoints`).
 
   Raises:
     ValueError: if there is none.
   """
-  checkpoint = (tf.train.latest_checkpoint(checkpoint_dir) or
-                (checkpoint_files(checkpoint_dir) or [None])[-1])
-  if not checkpoint:
+  checkpoints = listed_checkpoints(checkpoint_dir)
+  if not checkpoints:
     raise ValueError('no checkpoint in --checkpoint_dir=%s' % checkpoint_dir)
-  return checkpoint
+  return checkpoints[-1]
 
 
 def checkpoint_step(checkpoint_path):

@@ -198,16 +198,12 @@ def print_report(figures):
 
 
 def _checkpoints(checkpoint_dir):
-  """Checkpoints listed in the directory's state file, oldest first, each
-  as (path, fingerprint): a checkpoint written again under the same name
+  """The directory's checkpoints (`cifar10_cli.listed_checkpoints`), oldest
+  first, each as (path, fingerprint): a checkpoint written again under the same name
   with other values (a trainer restarted with --fresh) is another one to
   evaluate; the same values saved again (a trainer resuming) are not."""
-  state = tf.train.get_checkpoint_state(checkpoint_dir)
-  if state is None:
-    return []
-  paths = list(state.all_model_checkpoint_paths) or [
-      state.model_checkpoint_path]
-  return [(path, _fingerprint(path)) for path in paths]
+  return [(path, _fingerprint(path))
+          for path in cifar10_cli.listed_checkpoints(checkpoint_dir)]
 
 
 def _fingerprint(checkpoint):

@@ -376,6 +376,21 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
       ['reports'] if case == 'directory' else [])
 
 
+def test_readers_use_a_copied_directorys_own_checkpoints(checkpoint,
+                                                       tmp_path):
+  """Eval, predict and export look checkpoints up by name in
+  --checkpoint_dir: a copy's state file names the original's, by absolute
+  paths, which may have changed since."""
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(checkpoint, copy)
+  own = [os.path.join(copy, 'model.ckpt-%d' % step) for step in (0, 2)]
+  assert cifar10_cli.listed_checkpoints(copy) == own
+  assert cifar10_cli.latest_checkpoint(copy) == own[-1]
+  os.remove(os.path.join(copy, 'checkpoint'))
+  assert cifar10_cli.listed_checkpoints(copy) == own
+
+
 def test_eval_finds_checkpoints_without_the_state_file(data_dir, checkpoint,
                                                       tmp_path):
   copy = str(tmp_path / 'copy')
