@@ -38,6 +38,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -215,10 +216,16 @@ def run_script(args):
   proc = subprocess.run([sys.executable] + args, capture_output=True,
                         env=env, text=True,
                         cwd=os.path.dirname(os.path.abspath(__file__)))
+  if proc.returncode < 0:
+    # Killed: the last lines are a crash dump, not a message.
+    raise ValueError('%s was killed by %s%s' % (
+        ' '.join(args), signal.Signals(-proc.returncode).name,
+        ' (out of memory?)' if -proc.returncode in (signal.SIGKILL,
+                                                    signal.SIGSEGV) else ''))
   if proc.returncode:
     last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-    raise RuntimeError('%s exited %d: %s' % (' '.join(args),
-                                             proc.returncode, last))
+    raise ValueError('%s exited %d: %s' % (' '.join(args),
+                                           proc.returncode, last))
   return proc.stdout
 
 

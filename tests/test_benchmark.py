@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from cifar_testdata import run_script
 
 
@@ -47,3 +49,14 @@ def test_bad_json_path_fails_before_measuring(tmp_path):
       % (target, target.parent))
   assert proc.stdout == ''  # Nothing measured.
   assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_or_killed_run_is_a_one_line_error():
+  import cifar10_benchmark  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r'^-c .* exited 3: gone$'):
+    cifar10_benchmark.run_script(
+        ['-c', 'import sys; print("gone", file=sys.stderr); sys.exit(3)'])
+  with pytest.raises(ValueError, match=r'was killed by SIGSEGV \(out of '
+                     r'memory\?\)$'):
+    cifar10_benchmark.run_script(
+        ['-c', 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)'])
