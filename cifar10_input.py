@@ -179,11 +179,19 @@ def num_records(data_dir, eval_data):
 
 def class_names(data_dir):
   """The class names from `batches.meta.txt` in `data_dir`, else the
-  official ones."""
+  official ones.
+
+  Raises:
+    ValueError: naming the file, if it is not text.
+  """
   path = os.path.join(data_dir, META_FILE)
   if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      names = [line.strip() for line in f if line.strip()]
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+      raise ValueError('bad CIFAR-10 class names file %s: not text (%s)'
+                       % (path, e.reason))
     if len(names) == NUM_CLASSES:
       return names
   return list(CLASS_NAMES)

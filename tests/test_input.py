@@ -280,3 +280,9 @@ def test_class_names(data_dir, tmp_path):
   _, batches, _ = data_dir
   assert cifar10_input.class_names(batches) == cifar_testdata.CLASS_NAMES
   assert cifar10_input.class_names(str(tmp_path)) == cifar10_input.CLASS_NAMES
+  (tmp_path / 'batches.meta.txt').write_bytes(b'\xa9\xff' * 40)
+  with pytest.raises(ValueError) as raised:
+    cifar10_input.class_names(str(tmp_path))
+  assert str(raised.value).startswith(
+      'bad CIFAR-10 class names file %s: not text' % (
+          tmp_path / 'batches.meta.txt'))
