@@ -214,6 +214,9 @@ def _os_errors(failure):
 
 
 def _make_data_dir(data_dir):
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DownloadError('data directory %s is a file, not a directory'
+                        % data_dir)
   with _os_errors('cannot create data directory %s' % data_dir):
     os.makedirs(data_dir, exist_ok=True)
 

@@ -576,6 +576,13 @@ def test_data_dir_that_cannot_be_created(tmp_path, tarball, server):
                                                 sha256(tarball))
   assert data_dir in str(info.value)
   assert server.gets() == 0
+  # The data directory itself a file: said so, and the file is left alone.
+  with pytest.raises(DownloadError) as info:
+    cifar10_download.maybe_download_and_extract(str(blocker), server.url(),
+                                                sha256(tarball))
+  assert str(info.value) == (
+      'data directory %s is a file, not a directory' % blocker)
+  assert blocker.read_bytes() == b''
 
 
 def test_error_is_a_value_error():
