@@ -27,6 +27,7 @@ from __future__ import print_function
 
 import collections
 import contextlib
+import fcntl
 import os
 import signal
 import tempfile
@@ -75,6 +76,11 @@ DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 # Files that training writes in --train_dir, and so --fresh may remove.
 _TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
 _TRAINING_FILE_PREFIXES = ('model.ckpt-', 'events.out.tfevents.')
+
+# The lock file a trainer holds in --train_dir (left there; see
+# _lock_train_dir), and the open locks of this process, released at its exit.
+TRAIN_DIR_LOCK = '.cifar10-train.lock'
+_held_locks = []
 
 TrainingGraph = collections.namedtuple(
     'TrainingGraph',
@@ -301,16 +307,40 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
       run_context.request_stop()
 
 
+def _lock_train_dir(train_dir):
+  """Takes a lock that keeps other trainers out of `train_dir` until this
+  process exits: two would overwrite each other's checkpoints, and the
+  second one's --fresh would delete the first one's.
+
+  Raises:
+    cifar10_cli.UsageError: if another process holds it.
+  """
+  path = os.path.join(train_dir, TRAIN_DIR_LOCK)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    os.close(fd)
+    raise cifar10_cli.UsageError(
+        '--train_dir=%s is in use by another trainer (it holds %s): stop '
+        'it, or train into another directory' % (train_dir, path))
+  except OSError:
+    # A file system without locks: unlocked, as the tutorial always was.
+    os.close(fd)
+    return
+  _held_locks.append(fd)
+
+
 def prepare_train_dir(train_dir, fresh):
-  """Creates --train_dir, checks it is writable, applies --fresh.
+  """Creates --train_dir, checks it is writable, locks it, applies --fresh.
 
   Returns:
     The newest checkpoint to resume from (see `_checkpoint_to_resume`), or
     None.
 
   Raises:
-    cifar10_cli.UsageError: if the directory cannot be written, or its
-      state file names checkpoints elsewhere only.
+    cifar10_cli.UsageError: if the directory cannot be written or another
+      trainer uses it, or its state file names checkpoints elsewhere only.
   """
   try:
     tf.io.gfile.makedirs(train_dir)
@@ -320,6 +350,7 @@ def prepare_train_dir(train_dir, fresh):
   except (OSError, tf.errors.OpError) as e:
     raise cifar10_cli.UsageError('--train_dir=%s is not writable: %s'
                                  % (train_dir, e))
+  _lock_train_dir(train_dir)
   if fresh:
     names = sorted(
         n for n in tf.io.gfile.listdir(train_dir)

@@ -261,6 +261,36 @@ def test_signal_saves_a_checkpoint_then_exits(data_dir, tmp_path, signum):
   assert stopped >= 6 and _latest_step(train_dir) == stopped
 
 
+def test_a_second_trainer_on_the_same_train_dir_is_refused(data_dir,
+                                                          tmp_path):
+  """Not even its --fresh may touch the running trainer's files."""
+  root = data_dir[0]
+  train_dir = str(tmp_path / 'train')
+  first = start_script('cifar10_train.py', '--data_dir=%s' % root,
+                       '--train_dir=%s' % train_dir, '--batch_size=16',
+                       '--log_frequency=2', '--max_steps=100000',
+                       stdout=-1, stderr=-1)
+  try:
+    for line in first.stdout:
+      if STEP_LINE.match(line.strip()):
+        break
+    before = sorted(os.listdir(train_dir))
+    second = _train(root, train_dir, '--max_steps=2', '--fresh', check=None)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        'cifar10_train.py: error: --train_dir=%s is in use by another trainer '
+        '(it holds %s): stop it, or train into another directory'
+        % (train_dir, os.path.join(train_dir, '.cifar10-train.lock')))
+    assert set(before) <= set(os.listdir(train_dir))
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+  finally:
+    first.kill()
+  assert first.returncode == 128 + signal.SIGTERM
+  # The lock goes with the process that held it.
+  _train(root, train_dir, '--max_steps=2', '--fresh')
+
+
 class _RunValues(object):
 
   def __init__(self, results):
