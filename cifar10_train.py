@@ -77,6 +77,11 @@ DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 _TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
 _TRAINING_FILE_PREFIXES = ('model.ckpt-', 'events.out.tfevents.')
 
+# Memory that training on the CPU takes per image of a step: the growth of
+# peak resident memory with the batch size (TensorFlow 2.21, float32; about
+# 1.04 MB per image between batches of 1,024 and 4,096).
+CPU_TRAINING_BYTES_PER_IMAGE = 1e6
+
 # The lock file a trainer holds in --train_dir (left there; see
 # _lock_train_dir), and the open locks of this process, released at its exit.
 TRAIN_DIR_LOCK = '.cifar10-train.lock'
@@ -102,10 +107,22 @@ def tower_devices(num_towers):
     List of device strings.
 
   Raises:
-    cifar10_cli.UsageError: if GPUs exist but fewer than `num_towers`.
+    cifar10_cli.UsageError: if GPUs exist but fewer than `num_towers`, or
+      the towers' batches on the CPU cannot fit in this machine's memory.
   """
   gpus = len(tf.config.list_physical_devices('GPU'))
   if not gpus:
+    # Else TensorFlow's allocator runs the machine out of memory, and the
+    # process dies of a segmentation fault minutes later.
+    images = FLAGS.batch_size * num_towers
+    needed = images * CPU_TRAINING_BYTES_PER_IMAGE
+    memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    if needed > memory:
+      raise cifar10_cli.UsageError(
+          '--batch_size=%d x %d tower(s) needs about %.0f GB of memory to '
+          'train on the CPU (about %.0f MB per image); this machine has %.0f '
+          'GB' % (FLAGS.batch_size, num_towers, needed / 1e9,
+                  CPU_TRAINING_BYTES_PER_IMAGE / 1e6, memory / 1e9))
     return ['/cpu:0'] * num_towers
   if num_towers > gpus:
     raise cifar10_cli.UsageError(

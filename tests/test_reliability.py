@@ -68,6 +68,11 @@ def checkpoint(data_dir, tmp_path_factory):
      'flag --eval_data=foo: value should be one of <test|train_eval>'),
     ('cifar10_eval.py', ['--num_examples=0'], 2,
      'flag --num_examples=0: --num_examples must be a positive integer'),
+    # More than any machine's memory: refused before anything is written,
+    # not a segmentation fault minutes later.
+    ('cifar10_train.py', ['--batch_size=100000000'], 2,
+     '--batch_size=100000000 x 1 tower(s) needs about 100000 GB of memory '
+     'to train on the CPU'),
     # As when set from an unset shell variable: training would save nothing.
     ('cifar10_train.py', ['--train_dir='], 2,
      'flag --train_dir=: --train_dir must not be empty'),
