@@ -635,8 +635,9 @@ def main(argv=None):  # pylint: disable=unused-argument
   task = start_task()
   if task and task.job_name == 'ps':
     return cifar10_cluster.serve(task)
+  devices = tower_devices(1)  # Checked before a download.
   data_dir = cifar10.maybe_download_and_extract()
-  return train(tower_devices(1), data_dir, task)
+  return train(devices, data_dir, task)
 
 
 if __name__ == '__main__':
