@@ -103,8 +103,8 @@ class Classifier(object):
     try:
       return self.sess.run(self.image_size, {self.contents: contents})
     except tf.errors.OpError as e:
-      raise ValueError('%s is not a PNG or JPEG image: %s'
-                       % (path, cifar10_cli.one_line(e)))
+      raise ValueError('%s cannot be read as an image (PNG, JPEG, GIF or '
+                       'BMP): %s' % (path, cifar10_cli.one_line(e)))
 
   def restore(self, checkpoint):
     """Loads the moving averages of the weights saved in `checkpoint`.

@@ -402,7 +402,7 @@ def test_predict_rejects_non_image(bad_runs, image_files):
   proc, directory = bad_runs['non_image']
   line = _error_line(proc, 'cifar10_predict.py')
   assert str(directory / 'notes.png') in line
-  assert 'not a PNG or JPEG image' in line
+  assert 'cannot be read as an image (PNG, JPEG, GIF or BMP)' in line
   # Checked before anything is classified: no partial output.
   assert image_files[0][0] + ':' not in proc.stdout
 
