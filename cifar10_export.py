@@ -72,6 +72,14 @@ def check_export_dir(export_dir):
   """
   try:
     if not tf.io.gfile.exists(export_dir):
+      if '://' not in export_dir:
+        # Local: the nearest existing parent must be a directory.
+        parent = os.path.dirname(os.path.abspath(export_dir))
+        while not os.path.exists(parent):
+          parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+          raise ValueError('--export_dir=%s cannot be created: %s is a file'
+                           % (export_dir, parent))
       return
     if not tf.io.gfile.isdir(export_dir):
       raise ValueError('--export_dir=%s exists and is not a directory'

@@ -438,6 +438,8 @@ def test_export_refuses_non_empty_dir(bad_runs):
 def test_export_unwritable_dir(bad_runs):
   proc, directory = bad_runs['export_unwritable']
   blocker = directory / 'a_file'
-  assert str(blocker / 'model' / '1') in _error_line(proc, 'cifar10_export.py')
+  assert _error_line(proc, 'cifar10_export.py') == (
+      'cifar10_export.py: error: --export_dir=%s cannot be created: %s is a '
+      'file' % (blocker / 'model' / '1', blocker))
   assert blocker.read_text() == 'x'
   assert os.listdir(str(directory)) == ['a_file']
