@@ -154,6 +154,8 @@ def _check_files(data_dir, names):
     path = os.path.join(data_dir, name)
     if not tf.io.gfile.exists(path):
       raise ValueError('missing CIFAR-10 file: %s' % path)
+    if tf.io.gfile.isdir(path):
+      raise ValueError('bad CIFAR-10 file %s: a directory' % path)
     problem = bad_size(path, tf.io.gfile.stat(path).length)
     if problem:
       raise ValueError(problem)

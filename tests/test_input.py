@@ -263,6 +263,16 @@ def test_wrong_size_file(tmp_path, graph, size):
     cifar10_input.distorted_inputs(str(tmp_path), 16)
 
 
+def test_data_file_that_is_a_directory(data_dir, tmp_path, graph):
+  for name in os.listdir(data_dir[1]):
+    os.symlink(os.path.join(data_dir[1], name), str(tmp_path / name))
+  os.remove(str(tmp_path / 'test_batch.bin'))
+  (tmp_path / 'test_batch.bin').mkdir()
+  with pytest.raises(ValueError, match='^bad CIFAR-10 file %s: a directory$'
+                     % (tmp_path / 'test_batch.bin')):
+    cifar10_input.inputs(True, str(tmp_path), 16)
+
+
 def test_empty_data_dir(tmp_path, graph):
   with pytest.raises(ValueError, match='no CIFAR-10 data in %s.*download'
                      % tmp_path):
