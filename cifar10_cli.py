@@ -252,14 +252,21 @@ def write_json(flag, data):
     ValueError: naming the flag, if the file cannot be written.
   """
   path = getattr(FLAGS, flag)
-  tmp = '%s.tmp-%d' % (path, os.getpid())
   try:
-    with open(tmp, 'w') as f:
-      json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=2))
   except OSError as e:
     raise ValueError('cannot write --%s=%s (%s)' % (flag, path,
                                                     e.strerror or e))
+
+
+def write_atomically(path, text):
+  """Writes `text` to `path` through a temporary file renamed over it, so
+  that no reader sees half of it; nothing is left behind on failure."""
+  tmp = '%s.tmp-%d' % (path, os.getpid())
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -287,16 +294,20 @@ def listed_checkpoints(directory):
   """The checkpoints of `directory`, oldest first.
 
   Those TensorFlow's 'checkpoint' state file lists, looked up in `directory`
-  by name: the file holds absolute paths, which in a copied directory name
-  the original's checkpoints, and in a moved one files that are gone.
+  by name: the file holds the paths it was given, absolute ones too, which in
+  a copied directory name the original's checkpoints, and in a moved one
+  files that are gone.
   Without a state file that names any of them, those found by their files.
   """
   state = tf.train.get_checkpoint_state(directory)
   listed = (list(state.all_model_checkpoint_paths) or
             [state.model_checkpoint_path]) if state else []
-  here = [os.path.join(directory, os.path.basename(path)) for path in listed]
-  return ([path for path in here if tf.io.gfile.exists(path + '.index')] or
-          checkpoint_files(directory))
+  here = []
+  for path in listed:
+    path = os.path.join(directory, os.path.basename(path))
+    if path not in here and tf.io.gfile.exists(path + '.index'):
+      here.append(path)
+  return here or checkpoint_files(directory)
 
 
 def latest_checkpoint(checkpoint_dir):

@@ -147,7 +147,7 @@ def _check_files(data_dir, names):
         'no CIFAR-10 data in %s: run cifar10_train.py (it downloads the data '
         'set) or extract cifar-10-binary.tar.gz from '
         'https://www.cs.toronto.edu/~kriz/cifar.html in %s (it unpacks to '
-        '%s/)' % (data_dir, os.path.dirname(os.path.normpath(data_dir)),
+        '%s/)' % (data_dir, os.path.dirname(data_dir.rstrip('/')) or '.',
                   BATCHES_DIR))
   paths = []
   for name in names:

@@ -27,6 +27,7 @@ from __future__ import print_function
 
 import collections
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -81,6 +82,10 @@ _TRAINING_FILE_PREFIXES = ('model.ckpt-', 'events.out.tfevents.')
 # peak resident memory with the batch size (TensorFlow 2.21, float32; about
 # 1.04 MB per image between batches of 1,024 and 4,096).
 CPU_TRAINING_BYTES_PER_IMAGE = 1e6
+
+# Checkpoints the trainer keeps: tf.train.Saver's default max_to_keep, which
+# MonitoredTrainingSession uses.
+KEPT_CHECKPOINTS = 5
 
 # The lock file a trainer holds in --train_dir (left there; see
 # _lock_train_dir), and the open locks of this process, released at its exit.
@@ -341,9 +346,13 @@ def _lock_train_dir(train_dir):
     raise cifar10_cli.UsageError(
         '--train_dir=%s is in use by another trainer (it holds %s): stop '
         'it, or train into another directory' % (train_dir, path))
-  except OSError:
-    # A file system without locks: unlocked, as the tutorial always was.
+  except OSError as e:
     os.close(fd)
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      raise
+    # A file system without locks: unlocked, as the tutorial always was.
+    cifar10_cli.log('warning: cannot lock %s (%s); do not start two trainers '
+                    'on --train_dir=%s' % (path, e.strerror, train_dir))
     return
   _held_locks.append(fd)
 
@@ -385,53 +394,60 @@ def _checkpoint_to_resume(train_dir):
   """The newest checkpoint in `train_dir`, whose state file is made to list
   this directory's checkpoints.
 
-  TensorFlow's state file ('checkpoint') holds absolute paths. In a copied
-  directory it names the original's checkpoints: training would resume from
-  them and, keeping the newest five, delete the older ones there. In a moved
-  directory it names files that are gone, and when it is missing or damaged
-  it names nothing: training would start over at step 0 and overwrite the
-  checkpoints here as it went. In these cases the file is written again,
-  listing the checkpoints found here, by names relative to the directory.
+  TensorFlow's state file ('checkpoint') holds the paths it was given,
+  absolute ones too. In a copied directory these name the original's
+  checkpoints: training would resume from them and, keeping the newest five,
+  delete the older ones there. In a moved directory they name files that are
+  gone, and when the file is missing or damaged it names nothing: training
+  would start over at step 0 and overwrite the checkpoints here as it went.
+  In these cases the file is written again, listing the newest five of this
+  directory's checkpoints (`cifar10_cli.listed_checkpoints`) by name; older
+  ones stay unlisted, so rotation leaves them alone.
 
   Raises:
-    cifar10_cli.UsageError: if the state file names checkpoints in other
-      directories and there are none here.
+    cifar10_cli.UsageError: if there are no checkpoints here but the state
+      file names some: in other directories, or gone.
   """
   state_file = os.path.join(train_dir, 'checkpoint')
   state = tf.train.get_checkpoint_state(train_dir)
-  listed = ([state.model_checkpoint_path] +
-            list(state.all_model_checkpoint_paths)) if state else []
+  named = ([state.model_checkpoint_path] +
+           list(state.all_model_checkpoint_paths)) if state else []
   here = os.path.realpath(train_dir)
   elsewhere = sorted({os.path.dirname(os.path.realpath(path))
-                      for path in listed} - {here})
+                      for path in named
+                      if tf.io.gfile.exists(path + '.index')} - {here})
   checkpoint = tf.train.latest_checkpoint(train_dir)
-  found = cifar10_cli.checkpoint_files(train_dir)
-  if not found:
+  listed = cifar10_cli.listed_checkpoints(train_dir)
+  if not listed:
     if elsewhere:
       raise cifar10_cli.UsageError(
           '%s names checkpoints in %s, none in --train_dir=%s: training '
           'would delete them as it rotated its own; copy them into '
           '--train_dir, or start over with --fresh'
           % (state_file, elsewhere[0], train_dir))
-    return checkpoint
+    if any(named):
+      # TensorFlow would try to restore it, and fail.
+      raise cifar10_cli.UsageError(
+          '%s names %s, which is gone, and --train_dir=%s holds no '
+          'checkpoint: remove %s to start over' % (
+              state_file, state.model_checkpoint_path, train_dir, state_file))
+    return None
   if checkpoint is not None and not elsewhere:
     return checkpoint
   cifar10_cli.log(
       '%s does not name the checkpoints in %s (it is %s): rewriting it to '
-      'list the %d there' % (
+      'list the newest %d there' % (
           state_file, train_dir,
           'from the directory this one was copied or moved from, %s'
-          % elsewhere[0] if elsewhere else 'missing or damaged',
-          len(found)))
+          % elsewhere[0] if elsewhere else 'missing, damaged or stale',
+          len(listed[-KEPT_CHECKPOINTS:])))
   # The state file's text format, as TensorFlow writes it.
-  names = [os.path.basename(path) for path in found]
-  text = ''.join('all_model_checkpoint_paths: "%s"\n' % name
-                 for name in names)
-  tmp = '%s.tmp-%d' % (state_file, os.getpid())
-  with open(tmp, 'w') as f:
-    f.write('model_checkpoint_path: "%s"\n%s' % (names[-1], text))
-  os.replace(tmp, state_file)
-  return found[-1]
+  names = [os.path.basename(path) for path in listed[-KEPT_CHECKPOINTS:]]
+  cifar10_cli.write_atomically(state_file, 'model_checkpoint_path: "%s"\n%s'
+                               % (names[-1], ''.join(
+                                   'all_model_checkpoint_paths: "%s"\n' % name
+                                   for name in names)))
+  return listed[-1]
 
 
 def _log_plan(devices, data_dir, checkpoint, start_step, task,

@@ -143,18 +143,19 @@ def test_bad_data_dir_for_eval(data_dir, checkpoint, tmp_path, case):
 
 @pytest.mark.parametrize('script', ['cifar10_train.py', 'cifar10_eval.py'])
 def test_label_outside_0_to_9(data_dir, checkpoint, tmp_path, script):
-  """Every record of one file with label byte 200: not CIFAR-10 data. One
-  line naming the data, not an index error from deep inside."""
+  """Every record with label byte 200: not CIFAR-10 data. One line naming
+  the data, not an index error from deep inside."""
   train = script == 'cifar10_train.py'
 
   def break_it(batches):
-    path = os.path.join(batches, 'data_batch_3.bin' if train else
-                        'test_batch.bin')
-    with open(path, 'rb') as f:
-      data = bytearray(f.read())
-    data[::3073] = b'\xc8' * (len(data) // 3073)
-    with open(path, 'wb') as f:
-      f.write(data)
+    # Every file: the first training batch is then sure to have one.
+    for name in cifar_testdata.TRAIN_FILES if train else ['test_batch.bin']:
+      path = os.path.join(batches, name)
+      with open(path, 'rb') as f:
+        data = bytearray(f.read())
+      data[::3073] = b'\xc8' * (len(data) // 3073)
+      with open(path, 'wb') as f:
+        f.write(data)
   root, batches = _broken_data_dir(tmp_path, data_dir, break_it)
   before = _snapshot(root, checkpoint)
   args = (['--train_dir=%s' % (tmp_path / 'train'), '--max_steps=1',
@@ -335,9 +336,9 @@ def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
                     '--train_dir=%s' % train_dir, '--batch_size=8',
                     '--max_steps=8', '--save_checkpoint_steps=1', check=0)
   assert ('%s does not name the checkpoints in %s (it is %s): rewriting it '
-          'to list the 2 there' % (
+          'to list the newest 2 there' % (
               os.path.join(train_dir, 'checkpoint'), train_dir,
-              'missing or damaged' if state == 'missing' else
+              'missing, damaged or stale' if state != 'copied' else
               'from the directory this one was copied or moved from, %s'
               % original)) in proc.stdout
   assert re.search(r'resuming from %s \(step 2\)' % re.escape(
@@ -345,6 +346,45 @@ def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
   assert tf.train.get_checkpoint_state(train_dir).model_checkpoint_path == (
       os.path.join(train_dir, 'model.ckpt-8'))
   assert _snapshot(original) == originals
+
+
+def test_rewritten_state_file_leaves_older_checkpoints_alone(data_dir,
+                                                            tmp_path):
+  """Rewritten, the state file lists the newest five checkpoints only, as
+  TensorFlow's does: rotation then deletes none of the older ones."""
+  train_dir, aside = str(tmp_path / 'train'), str(tmp_path / 'aside')
+  args = ['--data_dir=%s' % data_dir[0], '--train_dir=%s' % train_dir,
+          '--batch_size=8', '--save_checkpoint_steps=1']
+  run_script('cifar10_train.py', *args, '--max_steps=4', check=0)
+  shutil.copytree(train_dir, aside)  # Checkpoints 0 to 4.
+  run_script('cifar10_train.py', *args, '--max_steps=9', check=0)
+  for name in os.listdir(aside):
+    if name.startswith('model.ckpt-'):
+      shutil.copy(os.path.join(aside, name), train_dir)
+  os.remove(os.path.join(train_dir, 'checkpoint'))
+  older = {path: digest for path, digest in _snapshot(train_dir).items()
+           if re.search(r'model\.ckpt-[0-4]\.', path)}
+  proc = run_script('cifar10_train.py', *args, '--max_steps=11', check=0)
+  assert 'rewriting it to list the newest 5 there' in proc.stdout
+  assert re.search(r'resuming from .*model\.ckpt-9 \(step 9\)', proc.stdout)
+  after = _snapshot(train_dir)
+  assert {path: after.get(path) for path in older} == older
+
+
+def test_state_file_naming_only_gone_checkpoints_is_refused(data_dir,
+                                                            tmp_path):
+  """TensorFlow would fail to restore it, saying 'not a valid checkpoint'."""
+  train_dir = tmp_path / 'train'
+  train_dir.mkdir()
+  state_file = train_dir / 'checkpoint'
+  state_file.write_text(
+      'model_checkpoint_path: "/nonexistent/old/model.ckpt-5"\n')
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
+                    '--train_dir=%s' % train_dir, '--max_steps=1')
+  assert _one_line_error(proc, 'cifar10_train.py', 2) == (
+      '%s names /nonexistent/old/model.ckpt-5, which is gone, and '
+      '--train_dir=%s holds no checkpoint: remove %s to start over'
+      % (state_file, train_dir, state_file))
 
 
 def test_state_file_naming_only_another_directory_is_refused(
