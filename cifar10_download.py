@@ -62,6 +62,9 @@ TARBALL_NAME = 'cifar-10-binary.tar.gz'
 PART_SUFFIX = '.part'
 BAD_SUFFIX = '.bad-'
 LOCK_NAME = '.cifar10-download.lock'
+# flock errors of file systems that have no locks (some network ones): there
+# the scripts work unlocked, as the tutorial always did, with a warning.
+NO_LOCKS_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 EXTRACT_PREFIX = '.extract-'
 
 # Network behaviour. Attempts count consecutive failures that made no
@@ -250,9 +253,7 @@ class _DirLock(object):
         fcntl.flock(self._fd, fcntl.LOCK_EX)
       self.held = True
     except OSError as e:
-      # Some network file systems have no flock; working unlocked is what the
-      # tutorial always did, so warn rather than refuse.
-      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      if e.errno not in NO_LOCKS_ERRNOS:
         os.close(self._fd)
         raise DownloadError('cannot lock %s (%s)' % (self._path, e.strerror))
       print('Warning: cannot lock %s (%s); do not start two downloads into '

@@ -199,9 +199,10 @@ def print_report(figures):
 
 def _checkpoints(checkpoint_dir):
   """The directory's checkpoints (`cifar10_cli.listed_checkpoints`), oldest
-  first, each as (path, fingerprint): a checkpoint written again under the same name
-  with other values (a trainer restarted with --fresh) is another one to
-  evaluate; the same values saved again (a trainer resuming) are not."""
+  first, each as (path, fingerprint): a checkpoint written again under the
+  same name with other values (a trainer restarted with --fresh) is another
+  one to evaluate; the same values saved again (a trainer resuming) are
+  not."""
   return [(path, _fingerprint(path))
           for path in cifar10_cli.listed_checkpoints(checkpoint_dir)]
 

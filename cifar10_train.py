@@ -27,7 +27,6 @@ from __future__ import print_function
 
 import collections
 import contextlib
-import errno
 import fcntl
 import os
 import signal
@@ -39,6 +38,7 @@ import tensorflow.compat.v1 as tf
 import cifar10
 import cifar10_cli
 import cifar10_cluster
+import cifar10_download
 import cifar10_input
 
 FLAGS = tf.app.flags.FLAGS
@@ -76,7 +76,8 @@ DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 
 # Files that training writes in --train_dir, and so --fresh may remove.
 _TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
-_TRAINING_FILE_PREFIXES = ('model.ckpt-', 'events.out.tfevents.')
+_TRAINING_FILE_PREFIXES = (cifar10_cli.CHECKPOINT_BASENAME + '-',
+                           'events.out.tfevents.')
 
 # Memory that training on the CPU takes per image of a step: the growth of
 # peak resident memory with the batch size (TensorFlow 2.21, float32; about
@@ -348,9 +349,8 @@ def _lock_train_dir(train_dir):
         'it, or train into another directory' % (train_dir, path))
   except OSError as e:
     os.close(fd)
-    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+    if e.errno not in cifar10_download.NO_LOCKS_ERRNOS:
       raise
-    # A file system without locks: unlocked, as the tutorial always was.
     cifar10_cli.log('warning: cannot lock %s (%s); do not start two trainers '
                     'on --train_dir=%s' % (path, e.strerror, train_dir))
     return

@@ -325,16 +325,23 @@ def test_killed_worker_rejoins_and_training_completes(cluster, tmp_path):
   _stop_ps(ps)
 
 
-def test_synchronous_training_goes_on_without_a_dead_worker(cluster,
-                                                            tmp_path):
-  """After --cluster_timeout_secs without a global step, the chief sends
-  another batch in place of the missing worker's, step after step."""
-  ps = cluster.start_ps()
+def _training_pair(cluster, tmp_path):
+  """A synchronous chief and worker 1, with a 3 s --cluster_timeout_secs,
+  once worker 1 has logged a step."""
   args = ['--max_steps=100000', '--log_frequency=1',
           '--cluster_timeout_secs=3']
   chief = cluster.start_worker(0, str(tmp_path / 'train'), *args)
   worker = cluster.start_worker(1, str(tmp_path / 'other'), *args)
   worker.wait_for(r'worker 1: step \d+,')
+  return chief, worker
+
+
+def test_synchronous_training_goes_on_without_a_dead_worker(cluster,
+                                                            tmp_path):
+  """After --cluster_timeout_secs without a global step, the chief sends
+  another batch in place of the missing worker's, step after step."""
+  ps = cluster.start_ps()
+  chief, worker = _training_pair(cluster, tmp_path)
   worker.proc.kill()
   worker.proc.wait()
   chief.wait_for(r'worker 0: no global step for 3 s \(a worker down\?\): '
@@ -355,11 +362,7 @@ def test_worker_gives_up_without_its_chief(cluster, tmp_path):
   """With the chief gone, no step completes: after twice
   --cluster_timeout_secs a worker stops with an error that says why."""
   cluster.start_ps()
-  args = ['--max_steps=100000', '--log_frequency=1',
-          '--cluster_timeout_secs=3']
-  chief = cluster.start_worker(0, str(tmp_path / 'train'), *args)
-  worker = cluster.start_worker(1, str(tmp_path / 'other'), *args)
-  worker.wait_for(r'worker 1: step \d+,')
+  chief, worker = _training_pair(cluster, tmp_path)
   chief.proc.kill()
   chief.proc.wait()
   assert worker.proc.wait(timeout=60) == 1, worker.output()
