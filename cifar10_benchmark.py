@@ -16,11 +16,13 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
     graph mode) and the ratio
       examples/sec x FLOPS_PER_TRAINING_EXAMPLE / matmul FLOP/s;
   * the input pipeline alone, in images/sec, and its ratio to training;
-  * evaluation images/sec over 10,000 images (cifar10_eval.py --run_once).
+  * evaluation images/sec over 10,000 images (cifar10_eval.py --run_once),
+    the median of one run per round.
 
-Each training configuration runs --rounds times, interleaved, so that a slow
-moment of a noisy machine does not land on one configuration only. --smoke
-runs everything on tiny data in a few seconds (what CI checks).
+Each training configuration and the evaluation run --rounds times,
+interleaved, so that a slow moment of a noisy machine does not land on one
+figure only. --smoke runs everything on tiny data in a few seconds (what
+CI checks).
 
   python cifar10_benchmark.py --profile [--use_fp16]
 
@@ -81,7 +83,7 @@ FLOPS_PER_TRAINING_EXAMPLE = 2 * (3 * FORWARD_MACS - 24 * 24 * 64 * 75)
 
 _STEP = re.compile(r': step (\d+), loss = [\d.naif]+ \(([\d.]+) examples/sec')
 _FIRST_STEP = re.compile(r'first step \(step \d+\) done ([\d.]+) s after')
-_EVAL = re.compile(r'evaluated (\d+) images in ([\d.]+) s')
+_EVAL = re.compile(r'evaluated (\d+) images in [\d.]+ s \((\d+) images/sec\)')
 _PEAK = re.compile(r'peak memory ([\d.]+) MB')
 
 
@@ -247,6 +249,21 @@ def train_once(script, data_dir, train_dir, steps, extra):
           float(_PEAK.search(out).group(1)))
 
 
+def evaluate_once(data_dir, checkpoint_dir, eval_dir, examples):
+  """One cifar10_eval.py --run_once.
+
+  Returns:
+    (images evaluated, images/sec), from the script's own log.
+  """
+  out = run_script([
+      'cifar10_eval.py', '--data_dir=%s' % data_dir, '--run_once',
+      '--checkpoint_dir=%s' % checkpoint_dir, '--eval_dir=%s' % eval_dir,
+      '--num_examples=%d' % examples, '--batch_size=%d' % FLAGS.batch_size])
+  # The rate, not count / seconds: the seconds are rounded to 1/100.
+  count, rate = _EVAL.search(out).groups()
+  return int(count), float(rate)
+
+
 def summarize(rates):
   """Median and spread of per-step rates."""
   rates = np.asarray(rates)
@@ -286,6 +303,7 @@ def main(argv=None):  # pylint: disable=unused-argument
                ('train_mixed_precision', 'cifar10_train.py', ['--use_fp16'])]
     results = {name: {'rates': [], 'first_step_s': [], 'peak_rss_mb': []}
                for name, _, _ in configs}
+    eval_rates = []
     for round_index in range(1 if smoke else FLAGS.rounds):
       for name, script, extra in configs:
         rates, first, peak = train_once(
@@ -295,6 +313,13 @@ def main(argv=None):  # pylint: disable=unused-argument
         results[name]['peak_rss_mb'].append(peak)
         cifar10_cli.log('round %d, %s: median %.0f examples/sec' % (
             round_index + 1, name, np.median(rates[warmup - 1:])))
+      # Evaluates the checkpoint this round's float32 run left.
+      figures['eval_images'], rate = evaluate_once(
+          data_dir, os.path.join(work, 'train_fp32'),
+          os.path.join(work, 'eval'), test_records)
+      eval_rates.append(rate)
+      cifar10_cli.log('round %d, evaluation: %.0f images/sec' % (
+          round_index + 1, rate))
     for name, result in results.items():
       figures[name] = dict(summarize(result.pop('rates')),
                            first_step_s=min(result['first_step_s']),
@@ -312,15 +337,8 @@ def main(argv=None):  # pylint: disable=unused-argument
     figures['pipeline_to_training'] = (figures['pipeline_images_per_sec'] /
                                        train_rate)
 
-    out = run_script([
-        'cifar10_eval.py', '--data_dir=%s' % data_dir, '--run_once',
-        '--checkpoint_dir=%s' % os.path.join(work, 'train_fp32'),
-        '--eval_dir=%s' % os.path.join(work, 'eval'),
-        '--num_examples=%d' % test_records,
-        '--batch_size=%d' % FLAGS.batch_size])
-    count, seconds = _EVAL.search(out).groups()
-    figures['eval_images'] = int(count)
-    figures['eval_images_per_sec'] = int(count) / float(seconds)
+    figures['eval_images_per_sec'] = float(np.median(eval_rates))
+    figures['eval_runs_images_per_sec'] = eval_rates
 
     print_table(figures)
     _write_json(figures)
@@ -364,8 +382,9 @@ def print_table(figures):
       ('input pipeline alone', '%.0f images/sec (%.1f x training)'
        % (figures['pipeline_images_per_sec'],
           figures['pipeline_to_training'])),
-      ('evaluation', '%.0f images/sec over %d images'
-       % (figures['eval_images_per_sec'], figures['eval_images'])),
+      ('evaluation', '%.0f images/sec over %d images (median of %s)'
+       % (figures['eval_images_per_sec'], figures['eval_images'],
+          ', '.join('%.0f' % r for r in figures['eval_runs_images_per_sec']))),
   ]
   width = max(len(r[0]) for r in rows)
   for label, value in rows:

@@ -24,6 +24,9 @@ def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
       (figures['matmul_gflops'] * 1e9))
   assert figures['pipeline_images_per_sec'] > 0
   assert figures['eval_images'] == 256 and figures['eval_images_per_sec'] > 0
+  # Smoke mode runs one round: one evaluation, its rate the median.
+  assert figures['eval_runs_images_per_sec'] == [
+      figures['eval_images_per_sec']]
   assert 'ratio of float32 training to matmul rate' in proc.stdout
 
 
