@@ -20,6 +20,7 @@ import cifar10_cli
 import cifar10_cluster
 import cifar10_train
 
+import cifar_testdata
 from cifar_testdata import run_script, start_script
 
 TIMEOUT = 150
@@ -132,13 +133,32 @@ class _Cluster(object):
       task.proc.wait()
 
 
-@pytest.fixture
-def cluster(tmp_path, data_dir):
-  c = _Cluster(tmp_path, data_dir[0])
+def _cluster_on(tmp_path, data_dir):
+  """Yields a _Cluster training on `data_dir`; kills its tasks after."""
+  c = _Cluster(tmp_path, data_dir)
   try:
     yield c
   finally:
     c.kill_all()
+
+
+@pytest.fixture
+def cluster(tmp_path, data_dir):
+  yield from _cluster_on(tmp_path, data_dir[0])
+
+
+@pytest.fixture(scope='module')
+def noise_data_dir(tmp_path_factory):
+  """A --data_dir of random pixels and labels: nothing to learn."""
+  root = tmp_path_factory.mktemp('noise_data')
+  cifar_testdata.write_dataset(str(root / cifar_testdata.BATCHES_DIR),
+                               learnable=False)
+  return str(root)
+
+
+@pytest.fixture
+def noise_cluster(tmp_path, noise_data_dir):
+  yield from _cluster_on(tmp_path, noise_data_dir)
 
 
 def _wait_all(tasks, timeout=TIMEOUT):
@@ -271,11 +291,15 @@ def test_tf_config_with_a_chief_job(cluster, tmp_path):
   _stop_ps(ps)
 
 
-def test_asynchronous_cluster(cluster, tmp_path):
+def test_asynchronous_cluster(noise_cluster, tmp_path):
+  # On random pixels: a worker that falls behind on a loaded machine applies
+  # stale gradients, and at the tutorial's learning rate those diverged
+  # (loss 10^22 at step 75) on the learnable data, whose gradients are large.
+  # Here the loss only drifts down; the test is of the cluster, not learning.
+  cluster = noise_cluster
   train_dir = str(tmp_path / 'train')
   ps = cluster.start_ps()
-  # Batches of 32 (the later flag wins): stale asynchronous updates of
-  # batches of 16 can diverge on a loaded machine.
+  # Batches of 32 (the later flag wins).
   args = ['--sync_replicas=false', '--max_steps=80', '--log_frequency=10',
           '--batch_size=32']
   workers = [cluster.start_worker(0, train_dir, *args),
