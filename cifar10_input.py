@@ -325,7 +325,7 @@ def _get_next(dataset):
   return tf.data.make_one_shot_iterator(dataset).get_next()
 
 
-def distorted_inputs(data_dir, batch_size):
+def distorted_inputs(data_dir, batch_size, queue_batches=False):
   """Distorted, shuffled training batches, repeating without end.
 
   Adds the summary of the images (`image_summary`) to the SUMMARIES
@@ -334,6 +334,8 @@ def distorted_inputs(data_dir, batch_size):
   Args:
     data_dir: directory with the CIFAR-10 `.bin` files.
     batch_size: images per batch.
+    queue_batches: for steps that may be cancelled (runs with a timeout):
+      the batches then come through a queue (see `_queued`).
 
   Returns:
     images: float32 [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
@@ -348,8 +350,28 @@ def distorted_inputs(data_dir, batch_size):
   dataset = dataset.map(_batch_function(_distort_batch, data_dir),
                         num_parallel_calls=MAP_PARALLELISM)
   images, labels = _get_next(dataset)
+  if queue_batches:
+    images, labels = _queued(images, labels)
   tf.add_to_collection(tf.GraphKeys.SUMMARIES, image_summary(images))
   return images, labels
+
+
+def _queued(images, labels):
+  """The batches through a FIFOQueue that a queue runner fills.
+
+  A step cancelled while it reads from a tf.data iterator (its run timed
+  out) cancels the iterator for good: every later read fails, with
+  OutOfRangeError, which a MonitoredSession takes for the end of the data
+  (training stops as if done), or with CancelledError. A cancelled dequeue
+  loses nothing, and the queue runner (MonitoredSession starts it) reads the
+  iterator in a thread of its own, whose runs have no timeout.
+  """
+  queue = tf.queue.FIFOQueue(PREFETCH_BATCHES, [images.dtype, labels.dtype],
+                             shapes=[images.shape, labels.shape],
+                             name='batch_queue')
+  tf.train.add_queue_runner(
+      tf.train.QueueRunner(queue, [queue.enqueue([images, labels])]))
+  return queue.dequeue()
 
 
 def inputs(eval_data, data_dir, batch_size, num_examples=None):

@@ -137,7 +137,7 @@ def tower_devices(num_towers):
 
 
 def build_training_graph(devices, data_dir, batch_size, replicas=1,
-                         wrap_optimizer=None):
+                         wrap_optimizer=None, timed_steps=False):
   """Builds the training step with one tower per device, in the default graph.
 
   One input pipeline reads `batch_size * len(devices)` images per step and
@@ -150,13 +150,14 @@ def build_training_graph(devices, data_dir, batch_size, replicas=1,
     replicas: workers whose batches one global step aggregates (for the
       learning-rate schedule in synchronous cluster training).
     wrap_optimizer: see `cifar10.train`; None for plain gradient descent.
+    timed_steps: whether steps run with a timeout, which may cancel them.
 
   Returns:
     A TrainingGraph.
   """
   with tf.device('/cpu:0'):
     images, labels = cifar10_input.distorted_inputs(
-        data_dir, batch_size * len(devices))
+        data_dir, batch_size * len(devices), queue_batches=timed_steps)
   return build_towers(images, labels, devices, replicas, wrap_optimizer)
 
 
@@ -545,7 +546,8 @@ def train(devices, data_dir, task=None):
                  else contextlib.nullcontext())
     with placement:
       graph = build_training_graph(devices, data_dir, FLAGS.batch_size,
-                                   replicas, sync.wrap if sync else None)
+                                   replicas, sync.wrap if sync else None,
+                                   timed_steps=sync is not None)
     if checkpoint:
       cifar10_cli.check_checkpoint(
           checkpoint, {v.op.name: v for v in tf.global_variables()})

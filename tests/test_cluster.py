@@ -360,6 +360,29 @@ def _training_pair(cluster, tmp_path):
   return chief, worker
 
 
+@pytest.mark.parametrize('timeout_ms', [1, 20])
+def test_a_step_cancelled_while_reading_its_batch_leaves_the_input_working(
+    data_dir, timeout_ms):
+  """Synchronous steps run with a timeout. One that timed out while it read
+  from the tf.data iterator used to cancel the iterator for good: the next
+  step raised OutOfRangeError, and a chief whose first step had timed out so
+  logged 'done: step 0' and exited 0."""
+  with tf.Graph().as_default():
+    graph = cifar10_train.build_training_graph(
+        ['/cpu:0'], data_dir[1], 16, timed_steps=True)
+    with tf.train.MonitoredSession() as sess:
+      timed_out = 0
+      for _ in range(3):
+        try:
+          sess.run(graph.train_op,
+                   options=tf.RunOptions(timeout_in_ms=timeout_ms))
+        except tf.errors.DeadlineExceededError:
+          timed_out += 1
+      steps = [sess.run(graph.step_after) for _ in range(3)]
+  assert timed_out  # The first step alone takes longer than that.
+  assert steps == list(range(steps[0], steps[0] + 3)), steps
+
+
 def test_synchronous_training_goes_on_without_a_dead_worker(cluster,
                                                             tmp_path):
   """After --cluster_timeout_secs without a global step, the chief sends
