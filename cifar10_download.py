@@ -333,18 +333,12 @@ def _copy_local(data_url, part, tarball):
     total = os.fstat(src.fileno()).st_size
     progress = _Progress('Copying %s to %s' % (source, part))
     progress.start(0, total)
-    done = 0
-    with _open_for_write(part, 'wb') as dst:
-      while True:
-        with _os_errors('cannot read %s' % data_url):
-          chunk = src.read(CHUNK_BYTES)
-        if not chunk:
-          break
-        _write(dst, chunk, part)
-        done += len(chunk)
-        progress.update(done)
-      _finish_file(dst, part)
-    progress.finish(done)
+
+    def read(unused_done):
+      with _os_errors('cannot read %s' % data_url):
+        return src.read(CHUNK_BYTES)
+
+    progress.finish(_write_chunks(read, part, 'wb', 0, progress))
 
 
 def _download(url, part, tarball):
@@ -453,27 +447,48 @@ def _fetch_once(url, part, tarball, progress):
       mode = 'wb'
       total = length
     progress.start(offset, total)
-    done = offset
     # read1 returns what has arrived rather than waiting for a full chunk,
     # so bytes received before a stall or a reset are kept for the resume.
-    read = getattr(response, 'read1', response.read)
-    with _open_for_write(part, mode) as f:
-      while True:
-        try:
-          chunk = read(CHUNK_BYTES)
-        except (http.client.HTTPException, OSError) as e:
-          raise _RetryableError('connection lost after %d bytes (%s)'
-                                % (done, str(e) or type(e).__name__))
-        if not chunk:
-          break
-        _write(f, chunk, part)
-        done += len(chunk)
-        progress.update(done)
-      _finish_file(f, part)
+    read1 = getattr(response, 'read1', response.read)
+
+    def read(done):
+      try:
+        return read1(CHUNK_BYTES)
+      except (http.client.HTTPException, OSError) as e:
+        raise _RetryableError('connection lost after %d bytes (%s)'
+                              % (done, str(e) or type(e).__name__))
+
+    done = _write_chunks(read, part, mode, offset, progress)
     if total is not None and done < total:
       raise _RetryableError('connection closed after %d of %d bytes'
                             % (done, total))
     progress.finish(done)
+
+
+def _write_chunks(read, part, mode, done, progress):
+  """Writes the chunks `read(done)` returns to `part`, opened with `mode`.
+
+  Args:
+    read: returns the next chunk of bytes, empty at the end, given the count
+      of bytes done so far (for its errors).
+    part: the file to write.
+    mode: 'wb', or 'ab' to append.
+    done: bytes already in `part`.
+    progress: a started _Progress.
+
+  Returns:
+    The bytes in `part` at the end.
+  """
+  with _open_for_write(part, mode) as f:
+    while True:
+      chunk = read(done)
+      if not chunk:
+        break
+      _write(f, chunk, part)
+      done += len(chunk)
+      progress.update(done)
+    _finish_file(f, part)
+  return done
 
 
 class _Progress(object):

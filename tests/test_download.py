@@ -195,12 +195,15 @@ def test_retries_server_errors(server, tarball, data_dir):
   assert_extracted(result, tarball)
 
 
-def test_resumes_after_timeout(server, tarball, data_dir, monkeypatch):
+def test_resumes_after_timeout(server, tarball, data_dir, monkeypatch,
+                               capsys):
   monkeypatch.setattr(cifar10_download, 'TIMEOUT_SECONDS', 0.3)
   server.add_fault(stall_after=5000, stall_seconds=2.0)
   result = cifar10_download.maybe_download_and_extract(
       data_dir, server.url(), sha256(tarball))
   assert server.range_headers() == [None, 'bytes=5000-']
+  assert ('Attempt 1 of 5 failed (connection lost after 5000 bytes (timed '
+          'out)); retrying' in capsys.readouterr().out)
   assert_extracted(result, tarball)
 
 
