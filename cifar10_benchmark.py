@@ -13,16 +13,16 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
   * seconds from process start to the end of the first training step;
   * peak resident memory of each training process;
   * the float32 matrix-multiply rate of this machine (2048x2048 matmuls in
-    graph mode) and the ratio
+    graph mode), the median of one measurement per round, and the ratio
       examples/sec x FLOPS_PER_TRAINING_EXAMPLE / matmul FLOP/s;
   * the input pipeline alone, in images/sec, and its ratio to training;
   * evaluation images/sec over 10,000 images (cifar10_eval.py --run_once),
     the median of one run per round.
 
-Each training configuration and the evaluation run --rounds times,
-interleaved, so that a slow moment of a noisy machine does not land on one
-figure only. --smoke runs everything on tiny data in a few seconds (what
-CI checks).
+Each training configuration, the matmul rate and the evaluation run
+--rounds times, interleaved, so that a slow moment of a noisy machine does
+not land on one figure only. --smoke runs everything on tiny data in a few
+seconds (what CI checks).
 
   python cifar10_benchmark.py --profile [--use_fp16]
 
@@ -304,6 +304,7 @@ def main(argv=None):  # pylint: disable=unused-argument
     results = {name: {'rates': [], 'first_step_s': [], 'peak_rss_mb': []}
                for name, _, _ in configs}
     eval_rates = []
+    matmul_rates = []
     for round_index in range(1 if smoke else FLAGS.rounds):
       for name, script, extra in configs:
         rates, first, peak = train_once(
@@ -313,6 +314,10 @@ def main(argv=None):  # pylint: disable=unused-argument
         results[name]['peak_rss_mb'].append(peak)
         cifar10_cli.log('round %d, %s: median %.0f examples/sec' % (
             round_index + 1, name, np.median(rates[warmup - 1:])))
+      # The matmul rate next to the training it is compared with: a single
+      # measurement at one moment would set the ratio by that moment's noise.
+      matmul_rates.append(matmul_flops(256 if smoke else 2048,
+                                       5 if smoke else 30) / 1e9)
       # Evaluates the checkpoint this round's float32 run left.
       figures['eval_images'], rate = evaluate_once(
           data_dir, os.path.join(work, 'train_fp32'),
@@ -325,8 +330,8 @@ def main(argv=None):  # pylint: disable=unused-argument
                            first_step_s=min(result['first_step_s']),
                            peak_rss_mb=max(result['peak_rss_mb']))
 
-    figures['matmul_gflops'] = matmul_flops(256 if smoke else 2048,
-                                            5 if smoke else 30) / 1e9
+    figures['matmul_gflops'] = float(np.median(matmul_rates))
+    figures['matmul_runs_gflops'] = matmul_rates
     train_rate = figures['train_fp32']['median']
     figures['ratio_to_matmul'] = (train_rate * FLOPS_PER_TRAINING_EXAMPLE /
                                   (figures['matmul_gflops'] * 1e9))
@@ -371,7 +376,9 @@ def print_table(figures):
     rows.append(('%s, peak resident memory' % label,
                  '%.0f MB' % f['peak_rss_mb']))
   rows += [
-      ('float32 matmul rate', '%.0f GFLOP/s' % figures['matmul_gflops']),
+      ('float32 matmul rate', '%.0f GFLOP/s (median of %s)' % (
+          figures['matmul_gflops'],
+          ', '.join('%.0f' % r for r in figures['matmul_runs_gflops']))),
       ('FLOPs per training example', '%.1f M (counted: 3 x 2 x multiply-adds'
        ' of the conv and fully connected layers, less the image gradient)'
        % (figures['flops_per_training_example'] / 1e6)),

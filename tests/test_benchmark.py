@@ -18,7 +18,9 @@ def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
     assert 0 < figures[name]['first_step_s'] < 120
     assert figures[name]['peak_rss_mb'] > 100
   assert figures['flops_per_training_example'] == 105295104
+  # One round: one matmul measurement, as for the evaluation below.
   assert figures['matmul_gflops'] > 0
+  assert figures['matmul_runs_gflops'] == [figures['matmul_gflops']]
   assert figures['ratio_to_matmul'] == (
       figures['train_fp32']['median'] * 105295104 /
       (figures['matmul_gflops'] * 1e9))
