@@ -200,6 +200,43 @@ def test_distorted_inputs_distributions(tmp_path, graph):
   assert max(contrasts) - min(contrasts) > 0.3
 
 
+def test_crop_and_standardize_is_the_tutorials_sequence(graph):
+  """The fused training preprocessing equals, image by image, crop, flip,
+  brightness, contrast (about each channel's mean) and standardization done
+  one after the other, in float64."""
+  rng = np.random.RandomState(3)
+  count = 8
+  planes = rng.randint(0, 256, size=(count, 3, 32, 32)).astype(np.uint8)
+  planes[0] = 77  # flat: standard deviation 0
+  planes[1] = 100  # one pixel off: below the floor on the deviation
+  planes[1, 0, 10, 10] = 101
+  planes[2] = rng.randint(100, 102, size=(3, 32, 32))  # nearly flat
+  offset_height = np.array([0, 8, 3, 0, 8, 5, 1, 4], np.int32)
+  offset_width = np.array([8, 0, 3, 0, 8, 2, 7, 4], np.int32)
+  flip = np.array([False, True, True, False, True, False, True, False])
+  brightness = rng.uniform(-63, 63, count).astype(np.float32)
+  contrast = rng.uniform(0.2, 1.8, count).astype(np.float32)
+  contrast[1] = 0.5
+  got = cifar10_input._crop_and_standardize(  # pylint: disable=protected-access
+      tf.constant(planes), offset_height, offset_width, flip, brightness,
+      contrast)
+  assert got.shape.as_list() == [count, 24, 24, 3]
+  with tf.Session() as sess:
+    got = sess.run(got)
+  images = planes.transpose(0, 2, 3, 1).astype(np.float64)
+  for i in range(count):
+    top, left = offset_height[i], offset_width[i]
+    x = images[i, top:top + 24, left:left + 24]
+    if flip[i]:
+      x = x[:, ::-1]
+    x = x + brightness[i]
+    channel_mean = x.mean(axis=(0, 1))
+    x = (x - channel_mean) * contrast[i] + channel_mean
+    want = (x - x.mean()) / max(x.std(), 1 / np.sqrt(24 * 24 * 3))
+    np.testing.assert_allclose(got[i], want, atol=2e-5, err_msg='image %d' % i)
+  assert not got[0].any()
+
+
 def test_distorted_labels_follow_images(data_dir, graph):
   """Labels stay with their images through shuffling: the pattern images
   of a class have their light in channel label % 3."""
