@@ -206,8 +206,8 @@ def _crop_and_standardize(planes, offset_height, offset_width, flip,
   IMAGE_SIZE crop at (offset_height, offset_width), mirrored left to right
   if `flip`, brightness added to every pixel, each channel's deviation from
   its mean scaled by the contrast factor (`tf.image.adjust_contrast`), then
-  `tf.image.per_image_standardization`. Computed here without a pass over
-  the pixels per step, which took most of the input pipeline's time:
+  `tf.image.per_image_standardization`. Done that way, a pass over the
+  pixels per step took most of the input pipeline's time; here:
 
   - The crop, flip and the move of the channels last are one matmul with a
     0/1 matrix per image (each output is one pixel times 1: exact).
