@@ -271,7 +271,7 @@ def _crop_and_standardize(planes, offset_height, offset_width, flip,
                       1.0 / (count * DEPTH) ** 0.5)[:, None]
   # Pixel x of channel c maps to (x - center[c]) * scale + shift[c]: the
   # integers next to the channel means, subtracted exactly, keep a nearly
-  # flat image's scaled values small, so that they lose no digits.
+  # flat image's scaled values small, so that they lose few digits.
   center = tf.round(mean)
   scale = contrast / stddev
   shift = (offset - image_mean) / stddev + center * scale

@@ -211,18 +211,20 @@ def test_crop_and_standardize_is_the_tutorials_sequence(graph):
   planes[1] = 100  # one pixel off: below the floor on the deviation
   planes[1, 0, 10, 10] = 101
   planes[2] = rng.randint(100, 102, size=(3, 32, 32))  # nearly flat
+  planes[3] = np.array([0, 200, 5])[:, None, None]  # flat channels, apart
   offset_height = np.array([0, 8, 3, 0, 8, 5, 1, 4], np.int32)
   offset_width = np.array([8, 0, 3, 0, 8, 2, 7, 4], np.int32)
   flip = np.array([False, True, True, False, True, False, True, False])
   brightness = rng.uniform(-63, 63, count).astype(np.float32)
   contrast = rng.uniform(0.2, 1.8, count).astype(np.float32)
   contrast[1] = 0.5
+  # Images of a batch of unknown size.
+  batch = tf.placeholder(tf.uint8, [None, 3, 32, 32])
   got = cifar10_input._crop_and_standardize(  # pylint: disable=protected-access
-      tf.constant(planes), offset_height, offset_width, flip, brightness,
-      contrast)
-  assert got.shape.as_list() == [count, 24, 24, 3]
+      batch, offset_height, offset_width, flip, brightness, contrast)
+  assert got.shape.as_list()[1:] == [24, 24, 3]
   with tf.Session() as sess:
-    got = sess.run(got)
+    got = sess.run(got, {batch: planes})
   images = planes.transpose(0, 2, 3, 1).astype(np.float64)
   for i in range(count):
     top, left = offset_height[i], offset_width[i]
