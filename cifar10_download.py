@@ -224,6 +224,39 @@ def _make_data_dir(data_dir):
     os.makedirs(data_dir, exist_ok=True)
 
 
+def lock(fd, path, busy, advice):
+  """Takes an exclusive flock on the open file `fd`, named `path`.
+
+  Where the file system has no locks (some network ones), warns and goes on
+  unlocked, as the tutorial always did.
+
+  Args:
+    fd: an open descriptor of the lock file; closing it releases the lock.
+    path: the lock file's name, for the warning.
+    busy: called when another process holds the lock, which is then waited
+      for, unless `busy` raises.
+    advice: the end of the warning, what the user should not do then.
+
+  Returns:
+    Whether the lock is held.
+
+  Raises:
+    OSError: if the file cannot be locked for another reason.
+  """
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    busy()
+    fcntl.flock(fd, fcntl.LOCK_EX)
+  except OSError as e:
+    if e.errno not in NO_LOCKS_ERRNOS:
+      raise
+    print('Warning: cannot lock %s (%s); %s' % (path, e.strerror, advice),
+          file=sys.stderr)
+    return False
+  return True
+
+
 class _DirLock(object):
   """An exclusive flock on a file in data_dir, held while `with` runs.
 
@@ -243,22 +276,19 @@ class _DirLock(object):
     except OSError as e:
       raise DownloadError('cannot write to data directory %s (%s: %s)'
                           % (self._data_dir, self._path, e.strerror))
+
+    def wait():
+      print('Waiting for another process that is getting the data set into '
+            '%s (lock %s)' % (self._data_dir, self._path))
+      sys.stdout.flush()
+
     try:
-      try:
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        print('Waiting for another process that is getting the data set into '
-              '%s (lock %s)' % (self._data_dir, self._path))
-        sys.stdout.flush()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-      self.held = True
+      self.held = lock(self._fd, self._path, wait,
+                       'do not start two downloads into %s at once'
+                       % self._data_dir)
     except OSError as e:
-      if e.errno not in NO_LOCKS_ERRNOS:
-        os.close(self._fd)
-        raise DownloadError('cannot lock %s (%s)' % (self._path, e.strerror))
-      print('Warning: cannot lock %s (%s); do not start two downloads into '
-            '%s at once' % (self._path, e.strerror, self._data_dir),
-            file=sys.stderr)
+      os.close(self._fd)
+      raise DownloadError('cannot lock %s (%s)' % (self._path, e.strerror))
     return self
 
   def __exit__(self, *unused_exc_info):

@@ -27,7 +27,6 @@ from __future__ import print_function
 
 import collections
 import contextlib
-import fcntl
 import os
 import signal
 import tempfile
@@ -341,21 +340,23 @@ def _lock_train_dir(train_dir):
   """
   path = os.path.join(train_dir, TRAIN_DIR_LOCK)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    os.close(fd)
+
+  def refuse():
     raise cifar10_cli.UsageError(
         '--train_dir=%s is in use by another trainer (it holds %s): stop '
         'it, or train into another directory' % (train_dir, path))
-  except OSError as e:
+
+  try:
+    held = cifar10_download.lock(
+        fd, path, refuse,
+        'do not start two trainers on --train_dir=%s' % train_dir)
+  except BaseException:
     os.close(fd)
-    if e.errno not in cifar10_download.NO_LOCKS_ERRNOS:
-      raise
-    cifar10_cli.log('warning: cannot lock %s (%s); do not start two trainers '
-                    'on --train_dir=%s' % (path, e.strerror, train_dir))
-    return
-  _held_locks.append(fd)
+    raise
+  if held:
+    _held_locks.append(fd)
+  else:
+    os.close(fd)
 
 
 def prepare_train_dir(train_dir, fresh):

@@ -647,3 +647,35 @@ def test_two_processes_download_and_extract_once(server, tarball, tmp_path,
 def assert_nothing_extracted_temp(data_dir):
   assert [n for n in os.listdir(data_dir)
           if n.startswith('.extract-') or n.endswith('.part')] == []
+
+
+@pytest.mark.parametrize('errno_value', cifar10_download.NO_LOCKS_ERRNOS)
+def test_a_file_system_without_locks_works_unlocked(tmp_path, monkeypatch,
+                                                    capsys, errno_value):
+  """Some network file systems refuse flock: the download and the trainer
+  go on without a lock, as the tutorial always did, and say so."""
+  def no_flock(unused_fd, unused_operation):
+    raise OSError(errno_value, os.strerror(errno_value))
+
+  monkeypatch.setattr(cifar10_download.fcntl, 'flock', no_flock)
+  path = str(tmp_path / 'lock')
+  fd = os.open(path, os.O_RDWR | os.O_CREAT)
+  try:
+    assert not cifar10_download.lock(fd, path, None, 'do not do that')
+  finally:
+    os.close(fd)
+  assert capsys.readouterr().err == (
+      'Warning: cannot lock %s (%s); do not do that\n'
+      % (path, os.strerror(errno_value)))
+
+
+def test_a_lock_error_other_than_no_locks_is_raised(tmp_path, monkeypatch):
+  def broken_flock(unused_fd, unused_operation):
+    raise OSError(5, 'Input/output error')
+
+  monkeypatch.setattr(cifar10_download.fcntl, 'flock', broken_flock)
+  with pytest.raises(cifar10_download.DownloadError,
+                     match=r'^cannot lock .*\.cifar10-download\.lock '
+                     r'\(Input/output error\)$'):
+    with cifar10_download._DirLock(str(tmp_path)):  # pylint: disable=protected-access
+      pass
