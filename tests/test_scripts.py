@@ -274,6 +274,10 @@ def test_a_second_trainer_on_the_same_train_dir_is_refused(data_dir,
     for line in first.stdout:
       if STEP_LINE.match(line.strip()):
         break
+    # Paused, it holds the lock and does not train on while the second one
+    # starts: a few hundred steps at batch 16 on this tiny data set can
+    # diverge (the trainer then stops on its own) or fill the unread pipe.
+    first.send_signal(signal.SIGSTOP)
     before = sorted(os.listdir(train_dir))
     second = _train(root, train_dir, '--max_steps=2', '--fresh', check=None)
     assert second.returncode == 2, second.stderr
@@ -283,6 +287,7 @@ def test_a_second_trainer_on_the_same_train_dir_is_refused(data_dir,
         % (train_dir, os.path.join(train_dir, '.cifar10-train.lock')))
     assert set(before) <= set(os.listdir(train_dir))
     first.send_signal(signal.SIGTERM)
+    first.send_signal(signal.SIGCONT)
     first.communicate(timeout=60)
   finally:
     first.kill()
