@@ -28,6 +28,7 @@ from __future__ import print_function
 import collections
 import contextlib
 import os
+import re
 import signal
 import tempfile
 import time
@@ -73,10 +74,14 @@ cifar10_cli.non_empty('train_dir')
 # What evaluation writes by default, for the TensorBoard command we print.
 DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 
-# Files that training writes in --train_dir, and so --fresh may remove.
+# Files that training writes in --train_dir, and so --fresh may remove: the
+# state file, the graph, event files, and the files of a checkpoint (with
+# the '.tempstate<n>' suffix of one whose save was interrupted). Names that
+# only start like a checkpoint, such as 'model.ckpt-best.h5', stay.
 _TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
-_TRAINING_FILE_PREFIXES = (cifar10_cli.CHECKPOINT_BASENAME + '-',
-                           'events.out.tfevents.')
+_TRAINING_FILE = re.compile(
+    r'^(events\.out\.tfevents\..*|%s-\d+\.(index|meta|data-\d+-of-\d+)'
+    r'(\.tempstate\d+)?)$' % re.escape(cifar10_cli.CHECKPOINT_BASENAME))
 
 # Memory that training on the CPU takes per image of a step: the growth of
 # peak resident memory with the batch size (TensorFlow 2.21, float32; about
@@ -382,7 +387,7 @@ def prepare_train_dir(train_dir, fresh):
   if fresh:
     names = sorted(
         n for n in tf.io.gfile.listdir(train_dir)
-        if (n in _TRAINING_FILE_NAMES or n.startswith(_TRAINING_FILE_PREFIXES))
+        if (n in _TRAINING_FILE_NAMES or _TRAINING_FILE.match(n))
         and not tf.io.gfile.isdir(os.path.join(train_dir, n)))
     cifar10_cli.log('--fresh: removing %d file(s) from %s%s'
                     % (len(names), train_dir,

@@ -82,7 +82,10 @@ def test_fresh_restarts_and_says_what_it_removes(trained, tmp_path):
   root, train_dir, _, _ = trained
   copy = str(tmp_path / 'train')
   shutil.copytree(train_dir, copy)
-  for name in ('notes.txt', 'checkpoint_notes.txt'):
+  mine = ('notes.txt', 'checkpoint_notes.txt', 'model.ckpt-best.h5',
+          'model.ckpt-10.index.bak')
+  interrupted = 'model.ckpt-12.data-00000-of-00001.tempstate123'
+  for name in mine + (interrupted,):
     with open(os.path.join(copy, name), 'w') as f:
       f.write('mine')
   proc = _train(root, copy, '--max_steps=2', '--fresh')
@@ -90,8 +93,9 @@ def test_fresh_restarts_and_says_what_it_removes(trained, tmp_path):
                    r'.*model\.ckpt-10\.index' % re.escape(copy), proc.stdout)
   assert 'starting fresh at step 0' in proc.stdout
   assert _latest_step(copy) == 2
-  assert 'model.ckpt-10.index' not in os.listdir(copy)
-  assert {'notes.txt', 'checkpoint_notes.txt'} <= set(os.listdir(copy))
+  left = set(os.listdir(copy))
+  assert 'model.ckpt-10.index' not in left and interrupted not in left
+  assert set(mine) <= left
 
 
 def test_eval_run_once_counts_each_image_once(trained, tmp_path):
