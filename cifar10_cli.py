@@ -290,6 +290,23 @@ def checkpoint_files(directory):
           for step in steps]
 
 
+def checkpoint_state(directory):
+  """The parsed 'checkpoint' state file of `directory`, None if it is
+  missing or damaged.
+
+  TensorFlow warns about a file it cannot parse and returns None, but it
+  raises ValueError for one that names no checkpoint (an empty file) and
+  UnicodeDecodeError for one that is not UTF-8 text, naming no file; such
+  files count as damaged too.
+  """
+  try:
+    return tf.train.get_checkpoint_state(directory)
+  except ValueError as e:  # UnicodeDecodeError is one.
+    tf.logging.warning('%s is not a checkpoint state file (%s): ignored',
+                       os.path.join(directory, 'checkpoint'), one_line(e))
+    return None
+
+
 def listed_checkpoints(directory):
   """The checkpoints of `directory`, oldest first.
 
@@ -299,7 +316,7 @@ def listed_checkpoints(directory):
   files that are gone.
   Without a state file that names any of them, those found by their files.
   """
-  state = tf.train.get_checkpoint_state(directory)
+  state = checkpoint_state(directory)
   listed = (list(state.all_model_checkpoint_paths) or
             [state.model_checkpoint_path]) if state else []
   here = []

@@ -413,19 +413,25 @@ def _checkpoint_to_resume(train_dir):
 
   Raises:
     cifar10_cli.UsageError: if there are no checkpoints here but the state
-      file names some: in other directories, or gone.
+      file names some (in other directories, or gone) or is damaged.
   """
   state_file = os.path.join(train_dir, 'checkpoint')
-  state = tf.train.get_checkpoint_state(train_dir)
+  state = cifar10_cli.checkpoint_state(train_dir)
   named = ([state.model_checkpoint_path] +
            list(state.all_model_checkpoint_paths)) if state else []
   here = os.path.realpath(train_dir)
   elsewhere = sorted({os.path.dirname(os.path.realpath(path))
                       for path in named
                       if tf.io.gfile.exists(path + '.index')} - {here})
-  checkpoint = tf.train.latest_checkpoint(train_dir)
+  checkpoint = tf.train.latest_checkpoint(train_dir) if state else None
   listed = cifar10_cli.listed_checkpoints(train_dir)
   if not listed:
+    if state is None and tf.io.gfile.exists(state_file):
+      # MonitoredTrainingSession would read it again, and fail if it is not
+      # text; and it may not be TensorFlow's.
+      raise cifar10_cli.UsageError(
+          '%s is not a checkpoint state file, and --train_dir=%s holds no '
+          'checkpoint: move it away to start over' % (state_file, train_dir))
     if elsewhere:
       raise cifar10_cli.UsageError(
           '%s names checkpoints in %s, none in --train_dir=%s: training '

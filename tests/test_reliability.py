@@ -311,7 +311,14 @@ def test_damaged_checkpoint(data_dir, checkpoint, tmp_path, script, damage):
   assert _snapshot(damaged) == before
 
 
-@pytest.mark.parametrize('state', ['missing', 'moved', 'copied'])
+# State files that are not one, as TensorFlow reads them: not text (it raised
+# UnicodeDecodeError), empty (ValueError), text it cannot parse (a warning).
+_DAMAGED_STATE = {'binary': b'\xb2\x89PNG' * 50, 'empty': b'',
+                  'garbage': b'not a state file\n'}
+
+
+@pytest.mark.parametrize('state', ['missing', 'moved', 'copied', 'binary',
+                                   'empty'])
 def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
                                                      tmp_path, state):
   """TensorFlow's 'checkpoint' file holds absolute paths. Copied without it,
@@ -329,6 +336,9 @@ def test_training_resumes_without_a_valid_state_file(data_dir, checkpoint,
   shutil.copytree(original, train_dir)
   if state == 'missing':
     os.remove(os.path.join(train_dir, 'checkpoint'))
+  elif state in _DAMAGED_STATE:
+    with open(os.path.join(train_dir, 'checkpoint'), 'wb') as f:
+      f.write(_DAMAGED_STATE[state])
   elif state == 'moved':
     shutil.rmtree(original)
   originals = _snapshot(original)
@@ -385,6 +395,35 @@ def test_state_file_naming_only_gone_checkpoints_is_refused(data_dir,
       '%s names /nonexistent/old/model.ckpt-5, which is gone, and '
       '--train_dir=%s holds no checkpoint: remove %s to start over'
       % (state_file, train_dir, state_file))
+
+
+@pytest.mark.parametrize('state', sorted(_DAMAGED_STATE))
+def test_damaged_state_file_without_checkpoints_is_refused(data_dir, tmp_path,
+                                                          state):
+  """Nothing to resume, and the file may not be TensorFlow's: training
+  would overwrite it."""
+  train_dir = tmp_path / 'train'
+  train_dir.mkdir()
+  state_file = train_dir / 'checkpoint'
+  state_file.write_bytes(_DAMAGED_STATE[state])
+  proc = run_script('cifar10_train.py', '--data_dir=%s' % data_dir[0],
+                    '--train_dir=%s' % train_dir, '--max_steps=1')
+  assert _one_line_error(proc, 'cifar10_train.py', 2) == (
+      '%s is not a checkpoint state file, and --train_dir=%s holds no '
+      'checkpoint: move it away to start over' % (state_file, train_dir))
+  assert state_file.read_bytes() == _DAMAGED_STATE[state]
+
+
+@pytest.mark.parametrize('state', ['binary', 'empty'])
+def test_readers_find_checkpoints_past_a_damaged_state_file(checkpoint,
+                                                           tmp_path, state):
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(checkpoint, copy)
+  with open(os.path.join(copy, 'checkpoint'), 'wb') as f:
+    f.write(_DAMAGED_STATE[state])
+  assert cifar10_cli.latest_checkpoint(copy) == os.path.join(copy,
+                                                             'model.ckpt-2')
 
 
 def test_state_file_naming_only_another_directory_is_refused(
