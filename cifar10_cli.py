@@ -19,6 +19,7 @@ import os
 import re
 import resource
 import sys
+import tempfile
 import time
 import traceback
 
@@ -242,6 +243,24 @@ def check_output_file(flag):
              if not os.access(parent, os.W_OK) else None)
   if problem:
     raise UsageError('--%s=%s %s' % (flag, path, problem))
+
+
+def make_output_dir(flag, path):
+  """Creates directory `path`, given by flag `flag`, if need be, and proves
+  it writable with a temporary file of our own: TensorFlow's summary writer
+  only logs a failed write, and a trainer would fail at its first save.
+
+  Raises:
+    UsageError: naming the flag, if the directory cannot be created or
+      written.
+  """
+  try:
+    tf.io.gfile.makedirs(path)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except (OSError, tf.errors.OpError) as e:
+    raise UsageError('--%s=%s is not writable: %s' % (flag, path,
+                                                      one_line(e)))
 
 
 def write_json(flag, data):

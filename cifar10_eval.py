@@ -296,6 +296,7 @@ def main(argv=None):  # pylint: disable=unused-argument
         % (FLAGS.num_examples, FLAGS.eval_data, data_dir, available))
   if FLAGS.report_json:
     cifar10_cli.check_output_file('report_json')
+  cifar10_cli.make_output_dir('eval_dir', FLAGS.eval_dir)
   return evaluate(data_dir)
 
 

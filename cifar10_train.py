@@ -30,7 +30,6 @@ import contextlib
 import os
 import re
 import signal
-import tempfile
 import time
 
 import tensorflow.compat.v1 as tf
@@ -375,14 +374,7 @@ def prepare_train_dir(train_dir, fresh):
     cifar10_cli.UsageError: if the directory cannot be written or another
       trainer uses it, or its state file names checkpoints elsewhere only.
   """
-  try:
-    tf.io.gfile.makedirs(train_dir)
-    # A temporary file of our own proves the directory is writable.
-    with tempfile.TemporaryFile(dir=train_dir):
-      pass
-  except (OSError, tf.errors.OpError) as e:
-    raise cifar10_cli.UsageError('--train_dir=%s is not writable: %s'
-                                 % (train_dir, e))
+  cifar10_cli.make_output_dir('train_dir', train_dir)
   _lock_train_dir(train_dir)
   if fresh:
     names = sorted(

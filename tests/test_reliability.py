@@ -501,6 +501,21 @@ def test_unwritable_train_dir(data_dir, tmp_path):
   assert blocker.read_text() == 'not a directory'
 
 
+@pytest.mark.parametrize('case', ['a file', 'under a file'])
+def test_unwritable_eval_dir_fails_before_evaluating(data_dir, checkpoint,
+                                                     tmp_path, case):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  eval_dir = blocker if case == 'a file' else blocker / 'eval'
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                    '--checkpoint_dir=%s' % checkpoint, '--run_once',
+                    '--num_examples=100', '--eval_dir=%s' % eval_dir)
+  message = _one_line_error(proc, 'cifar10_eval.py', 2)
+  assert message.startswith('--eval_dir=%s is not writable: ' % eval_dir)
+  assert 'precision @ 1' not in proc.stdout
+  assert blocker.read_text() == 'not a directory'
+
+
 def test_verbose_shows_the_traceback(tmp_path):
   proc = run_script('cifar10_eval.py', '--data_dir=%s' % tmp_path,
                     '--run_once', '--verbose')
