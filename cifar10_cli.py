@@ -154,11 +154,17 @@ def tensorboard_hint(train_dir, eval_dir):
   return 'tensorboard --logdir_spec=train:%s,eval:%s' % (train_dir, eval_dir)
 
 
+# The largest value of a count, step or seconds flag. Python takes any
+# integer, but TensorFlow and its hooks overflow past int64 with a traceback.
+MAX_FLAG_INT = 2**31 - 1
+
+
 def positive(name):
-  """Registers a validator: flag `name` must be a positive integer."""
+  """Registers a validator: flag `name` must be 1 to MAX_FLAG_INT."""
   tf.app.flags.register_validator(
-      name, lambda value: value > 0,
-      message='--%s must be a positive integer' % name)
+      name, lambda value: 0 < value <= MAX_FLAG_INT,
+      message='--%s must be a positive integer, at most %d'
+      % (name, MAX_FLAG_INT))
 
 
 def non_empty(name):
@@ -170,10 +176,11 @@ def non_empty(name):
 
 
 def non_negative(name):
-  """Registers a validator: flag `name` must be zero or more."""
+  """Registers a validator: flag `name` must be 0 to MAX_FLAG_INT."""
   tf.app.flags.register_validator(
-      name, lambda value: value >= 0,
-      message='--%s must not be negative' % name)
+      name, lambda value: 0 <= value <= MAX_FLAG_INT,
+      message='--%s must not be negative, nor above %d'
+      % (name, MAX_FLAG_INT))
 
 
 @contextlib.contextmanager

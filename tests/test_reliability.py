@@ -60,6 +60,16 @@ def checkpoint(data_dir, tmp_path_factory):
      'flag --batch_size=-3: --batch_size must be a positive integer'),
     ('cifar10_train.py', ['--max_steps=-1'], 2,
      'flag --max_steps=-1: --max_steps must not be negative'),
+    # Past int64, TensorFlow failed with an OverflowError traceback.
+    ('cifar10_train.py', ['--log_frequency=99999999999999999999'], 2,
+     'flag --log_frequency=99999999999999999999: --log_frequency must be a '
+     'positive integer, at most 2147483647'),
+    ('cifar10_train.py', ['--save_checkpoint_steps=2147483648'], 2,
+     'flag --save_checkpoint_steps=2147483648: --save_checkpoint_steps must '
+     'not be negative, nor above 2147483647'),
+    ('cifar10_eval.py', ['--batch_size=99999999999999999999'], 2,
+     'flag --batch_size=99999999999999999999: --batch_size must be a '
+     'positive integer, at most 2147483647'),
     ('cifar10_train.py', ['--log_device_placement=maybe'], 2,
      'flag --log_device_placement=maybe'),
     ('cifar10_multi_gpu_train.py', ['--num_gpus=0'], 2,
