@@ -209,7 +209,8 @@ def _task_from_tf_config(text):
     raise cifar10_cli.UsageError('TF_CONFIG has no "task" saying which task '
                                  'of the cluster this process is')
   job_name, index = task.get('type'), task.get('index', 0)
-  if job_name not in cluster:
+  # A list or an object is no job name (nor hashable).
+  if not isinstance(job_name, str) or job_name not in cluster:
     raise cifar10_cli.UsageError(
         'TF_CONFIG task type %s is not a job of its cluster (%s)'
         % (json.dumps(job_name), ', '.join(sorted(cluster))))

@@ -502,6 +502,10 @@ def test_bad_cluster_is_a_one_line_usage_error(args, env, message, tmp_path):
     (('', '', None, 0), '{"cluster": {"ps": ["a:1"], "worker": ["b:1"]}, '
      '"task": {"type": "chief"}}',
      'TF_CONFIG task type "chief" is not a job of its cluster (ps, worker)'),
+    (('', '', None, 0), '{"cluster": {"ps": ["a:1"], "worker": ["b:1"]}, '
+     '"task": {"type": ["worker"]}}',
+     'TF_CONFIG task type ["worker"] is not a job of its cluster (ps, '
+     'worker)'),
 ])
 def test_cluster_validation_messages(flags, tf_config, message):
   with pytest.raises(cifar10_cli.UsageError) as error:
