@@ -62,6 +62,12 @@ def _parse_flags(argv):
     return FLAGS(argv)
   except tf.app.flags.Error as e:
     fail('%s (see --helpfull)' % one_line(e), status=2)
+  except UnicodeDecodeError as e:
+    # absl reads a --flagfile as text, and names no file when it is not.
+    files = [arg.split('=', 1)[1] for arg in argv
+             if arg.startswith(('--flagfile=', '-flagfile='))]
+    fail('--flagfile=%s is not a text file of flags (%s)'
+         % (' or '.join(files) or '?', e), status=2)
 
 
 def one_line(error):

@@ -51,6 +51,14 @@ def checkpoint(data_dir, tmp_path_factory):
   return train_dir
 
 
+def test_binary_flagfile(tmp_path):
+  flagfile = tmp_path / 'flags.png'
+  flagfile.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(range(256)))
+  proc = run_script('cifar10_eval.py', '--flagfile=%s' % flagfile)
+  assert _one_line_error(proc, 'cifar10_eval.py', 2).startswith(
+      '--flagfile=%s is not a text file of flags (' % flagfile)
+
+
 @pytest.mark.parametrize('script,args,status,message', [
     ('cifar10_train.py', ['--max_step=5'], 2,
      "Unknown command line flag 'max_step'. Did you mean: max_steps ?"),
