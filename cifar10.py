@@ -61,6 +61,24 @@ tf.app.flags.DEFINE_string(
     """SHA-256 the downloaded tarball must have (the official tarball's by
     default, which a mirror of it has too).""")
 
+
+def _checked_by(check):
+  """A flag validator that raises `check`'s DownloadError as the flag's
+  error, so that it names the flag and exits 2 before anything runs."""
+  def validator(value):
+    try:
+      check(value)
+    except cifar10_download.DownloadError as e:
+      raise tf.app.flags.ValidationError(str(e))
+    return True
+  return validator
+
+
+tf.app.flags.register_validator('data_url',
+                                _checked_by(cifar10_download.check_url))
+tf.app.flags.register_validator('data_sha256',
+                                _checked_by(cifar10_download.check_sha256))
+
 # Global constants describing the CIFAR-10 data set.
 IMAGE_SIZE = cifar10_input.IMAGE_SIZE
 NUM_CLASSES = cifar10_input.NUM_CLASSES

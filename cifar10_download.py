@@ -122,8 +122,8 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL,
     DownloadError: with a one-line message naming the URL, file or values at
       fault, for every problem a user can cause or fix.
   """
-  expected_sha = _check_sha256(sha256)
-  scheme = _check_url(data_url)
+  expected_sha = check_sha256(sha256)
+  scheme = check_url(data_url)
   batches_dir = os.path.join(data_dir, cifar10_input.BATCHES_DIR)
   # Extraction renames a complete directory into place, so a directory that
   # is there but fails this check was not left by a running download: it is
@@ -145,7 +145,7 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL,
   return batches_dir
 
 
-def _check_sha256(sha256):
+def check_sha256(sha256):
   """The expected digest in lower case, or an error for a malformed value."""
   value = str(sha256 or '').strip().lower()
   if len(value) != 64 or any(c not in '0123456789abcdef' for c in value):
@@ -154,7 +154,7 @@ def _check_sha256(sha256):
   return value
 
 
-def _check_url(data_url):
+def check_url(data_url):
   """The URL's scheme ('https', 'http' or 'file'), or an error."""
   try:
     parts = urllib.parse.urlsplit(str(data_url))

@@ -91,6 +91,13 @@ def test_binary_flagfile(tmp_path):
     ('cifar10_train.py', ['--batch_size=100000000'], 2,
      '--batch_size=100000000 x 1 tower(s) needs about 100000 GB of memory '
      'to train on the CPU'),
+    # Checked before anything runs, by name.
+    ('cifar10_train.py', ['--data_sha256=xyz'], 2,
+     "flag --data_sha256=xyz: expected SHA-256 'xyz' is not 64 hexadecimal "
+     'digits'),
+    ('cifar10_train.py', ['--data_url=ftp://example.com/c.tar.gz'], 2,
+     "flag --data_url=ftp://example.com/c.tar.gz: unsupported data URL "
+     "'ftp://example.com/c.tar.gz'"),
     # As when set from an unset shell variable: training would save nothing.
     ('cifar10_train.py', ['--train_dir='], 2,
      'flag --train_dir=: --train_dir must not be empty'),
