@@ -191,13 +191,7 @@ def _data_ready(batches_dir):
     raise DownloadError('%s exists but is not a directory; %s'
                         % (batches_dir, advice))
   for name in _EXPECTED_BIN_FILES:
-    path = os.path.join(batches_dir, name)
-    try:
-      size = os.stat(path).st_size
-    except OSError as e:
-      raise DownloadError('incomplete CIFAR-10 data: cannot read %s (%s); %s'
-                          % (path, e.strerror, advice))
-    problem = cifar10_input.bad_size(path, size)
+    problem = cifar10_input.bad_file(os.path.join(batches_dir, name))
     if problem:
       raise DownloadError('%s; %s' % (problem, advice))
   return True

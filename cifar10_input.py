@@ -151,15 +151,21 @@ def _check_files(data_dir, names):
   paths = []
   for name in names:
     path = os.path.join(data_dir, name)
-    if not tf.io.gfile.exists(path):
-      raise ValueError('missing CIFAR-10 file: %s' % path)
-    if tf.io.gfile.isdir(path):
-      raise ValueError('bad CIFAR-10 file %s: a directory' % path)
-    problem = bad_size(path, tf.io.gfile.stat(path).length)
+    problem = bad_file(path)
     if problem:
       raise ValueError(problem)
     paths.append(path)
   return paths
+
+
+def bad_file(path):
+  """What is wrong with `path` as a file of CIFAR-10 records (missing, a
+  directory or of a bad size), or None."""
+  if not tf.io.gfile.exists(path):
+    return 'missing CIFAR-10 file: %s' % path
+  if tf.io.gfile.isdir(path):
+    return 'bad CIFAR-10 file %s: a directory' % path
+  return bad_size(path, tf.io.gfile.stat(path).length)
 
 
 def bad_size(path, size):

@@ -125,12 +125,15 @@ def _broken_data_dir(tmp_path, data_dir, break_it):
     ('missing', r'data_batch_3\.bin'),
     ('empty', r'data_batch_3\.bin'),
     ('truncated', r'data_batch_3\.bin'),
+    ('directory', r'data_batch_3\.bin: a directory'),
 ])
 def test_bad_data_dir_for_training(data_dir, tmp_path, case, expected):
   def break_it(batches):
     path = os.path.join(batches, 'data_batch_3.bin')
-    if case == 'missing':
+    if case in ('missing', 'directory'):
       os.remove(path)
+      if case == 'directory':
+        os.mkdir(path)
     else:
       with open(path, 'r+b') as f:
         f.truncate(0 if case == 'empty' else 3073 * 4 + 100)
