@@ -18,6 +18,7 @@ import json
 import os
 import re
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -104,6 +105,10 @@ def run(main):
       _report(e, 2)
     except (ValueError, OSError, tf.errors.OpError) as e:
       _report(e, 1)
+    except KeyboardInterrupt:
+      # Ctrl-C where no handler of ours is installed (building the graph,
+      # classifying images): one line, and the shell's status for SIGINT.
+      _report(RuntimeError('interrupted (Ctrl-C)'), 128 + signal.SIGINT)
 
   # TensorFlow's logger has its own handler; absl's root handler would print
   # every line a second time.

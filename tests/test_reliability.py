@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -542,6 +544,20 @@ def test_unwritable_eval_dir_fails_before_evaluating(data_dir, checkpoint,
   assert message.startswith('--eval_dir=%s is not writable: ' % eval_dir)
   assert 'precision @ 1' not in proc.stdout
   assert blocker.read_text() == 'not a directory'
+
+
+def test_ctrl_c_outside_the_scripts_own_handlers_is_one_line(tmp_path):
+  """Where no handler of the scripts' is installed (graph building, the
+  predict script), Ctrl-C raises KeyboardInterrupt in main."""
+  script = tmp_path / 'cifar10_interrupted.py'
+  script.write_text('import cifar10_cli\n\n\ndef main(argv):\n'
+                    '  raise KeyboardInterrupt\n\n\ncifar10_cli.run(main)\n')
+  proc = subprocess.run(
+      [sys.executable, str(script)], cwd=cifar_testdata.REPO,
+      env=cifar_testdata.script_env(PYTHONPATH=cifar_testdata.REPO),
+      capture_output=True, text=True, timeout=120)
+  assert _one_line_error(proc, 'cifar10_interrupted.py',
+                         128 + signal.SIGINT) == 'interrupted (Ctrl-C)'
 
 
 def test_verbose_shows_the_traceback(tmp_path):
