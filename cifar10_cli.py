@@ -50,10 +50,17 @@ def _prog():
   return os.path.basename(sys.argv[0])
 
 
-def fail(message, status=1):
-  """Prints `<script>: error: <message>` on stderr and exits."""
+def fail(message, status=1, at_once=False):
+  """Prints `<script>: error: <message>` on stderr and exits.
+
+  With `at_once`, the process ends here, without unwinding or cleanup: for
+  cleanup that would never end (see cifar10_cluster.PS_LOST_ERRORS).
+  """
   sys.stderr.write('%s: error: %s%s\n' % (_prog(), _log_prefix, message))
   sys.stderr.flush()
+  if at_once:
+    sys.stdout.flush()
+    os._exit(status)  # pylint: disable=protected-access
   sys.exit(status)
 
 

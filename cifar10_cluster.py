@@ -38,7 +38,9 @@ from __future__ import division
 from __future__ import print_function
 
 import collections
+import contextlib
 import json
+import re
 import signal
 import socket
 import threading
@@ -333,14 +335,20 @@ def session_config(task, config):
   return config
 
 
-def wait_for_ps(task, timeout_secs):
-  """Waits until every parameter server accepts connections.
+def wait_for_ps(task, server, timeout_secs):
+  """Waits until every parameter server accepts connections and answers as a
+  TensorFlow server.
+
+  Args:
+    task: this worker's Task.
+    server: its server, whose master asks the parameter servers.
+    timeout_secs: how long to wait, in all.
 
   Raises:
     TimeoutError: naming the first that did not within `timeout_secs`.
   """
   deadline = time.time() + timeout_secs
-  for address in task.jobs['ps']:
+  for index, address in enumerate(task.jobs['ps']):
     host, port = split_address(address)
     waiting = False
     while True:
@@ -358,6 +366,67 @@ def wait_for_ps(task, timeout_secs):
         time.sleep(0.5)
     if waiting:
       cifar10_cli.log('ps %s is up' % address)
+    # Any listener accepts connections, and a session waits for a task that
+    # does not answer as long as it does not (in C++, where no signal
+    # handler runs), whatever its timeout. A session of this ps alone asks
+    # it, through an RPC whose deadline the master cannot ignore.
+    with tf.Graph().as_default():
+      with tf.device('/job:ps/task:%d' % index):
+        probe = tf.no_op()
+      config = tf.ConfigProto(
+          device_filters=['/job:ps/task:%d' % index],
+          operation_timeout_in_ms=int(1000 * max(1, deadline - time.time())))
+      config.rpc_options.use_rpc_for_inprocess_master = True
+      try:
+        with tf.Session(server.target, config=config) as sess:
+          sess.run(probe)
+      except tf.errors.DeadlineExceededError:
+        raise TimeoutError(
+            'ps %s did not answer within %d s (--cluster_timeout_secs): it '
+            'accepts connections, but no TensorFlow server answers there; is '
+            'it a ps of this cluster (--job_name=ps)?'
+            % (address, timeout_secs))
+
+
+# The errors of a step that lost a parameter server. A MonitoredSession
+# closes its session on them to create another, but closing a session one
+# of whose steps failed on a task that is gone waits for that task forever
+# (TensorFlow 2.21; in C++, where no signal handler runs).
+PS_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError)
+
+
+def lost_ps_message(task, error):
+  """The one-line error for a step that failed with a PS_LOST_ERRORS."""
+  text = str(error)
+  match = re.search(r'/job:ps/replica:\d+/task:(\d+)', text)
+  if match and int(match.group(1)) < len(task.jobs['ps']):
+    ps = 'ps %s at %s' % (match.group(1), task.jobs['ps'][int(match.group(1))])
+  else:
+    ps = 'a ps (%s)' % ', '.join(task.jobs['ps'])
+  # TensorFlow's reason follows the line that names the failed task.
+  reason = re.search(r'From /job:\S+:\n(.+)', text)
+  return ('lost %s (%s): restart it, then every worker; training resumes '
+          'from the chief\'s newest checkpoint' % (
+              ps, reason.group(1) if reason else type(error).__name__))
+
+
+@contextlib.contextmanager
+def exit_on_lost_ps(task):
+  """Exits at once, with `lost_ps_message`, if the body loses a ps.
+
+  Not through the session's close, which would wait for the ps forever (see
+  PS_LOST_ERRORS), nor through a MonitoredSession, which would close the
+  session to create another. The chief's checkpoints are on disk already;
+  its summaries are written out first. Without a cluster (`task` None) the
+  errors pass.
+  """
+  try:
+    yield
+  except PS_LOST_ERRORS as e:
+    if task is None:
+      raise
+    tf.summary.FileWriterCache.clear()
+    cifar10_cli.fail(lost_ps_message(task, e), at_once=True)
 
 
 class WorkerSessionCreator(tf.train.SessionCreator):
@@ -512,6 +581,11 @@ class SyncReplicasHook(tf.train.SessionRunHook):
     while not coord.should_stop():
       try:
         session.run(self._update_op)
+      except PS_LOST_ERRORS:
+        # The chief's own step fails on the same ps, and reports it; on the
+        # coordinator, the error would make the MonitoredSession close its
+        # session, which then waits for the ps forever.
+        return
       except Exception as e:  # pylint: disable=broad-except
         # Cancelled when the session closes; anything else stops training
         # and is reported by the session's close.

@@ -541,7 +541,7 @@ def train(devices, data_dir, task=None):
     replicas = 1
     if task:
       server = cifar10_cluster.start_server(task)
-      cifar10_cluster.wait_for_ps(task, FLAGS.cluster_timeout_secs)
+      cifar10_cluster.wait_for_ps(task, server, FLAGS.cluster_timeout_secs)
       if FLAGS.sync_replicas:
         sync = cifar10_cluster.SyncReplicasHook(chief, task.num_workers,
                                                 FLAGS.max_steps)
@@ -597,13 +597,20 @@ def train(devices, data_dir, task=None):
     # --cluster_timeout_secs the worker sends another (SyncReplicasHook).
     options = (tf.RunOptions(timeout_in_ms=1000 * FLAGS.cluster_timeout_secs)
                if sync else None)
+
+    def step_fn(step_context):
+      with cifar10_cluster.exit_on_lost_ps(task):
+        return step_context.run_with_hooks(graph.train_op, options=options)
+
     stalled_at = None
     with session as sess:
       if task:
         cifar10_cli.log('joined at global step %d' % monitor.start_step)
       while not sess.should_stop() and monitor.start_step < FLAGS.max_steps:
         try:
-          sess.run(graph.train_op, options=options)
+          # A step function: its errors reach us before the MonitoredSession
+          # would act on them (see cifar10_cluster.exit_on_lost_ps).
+          sess.run_step_fn(step_fn)
         except tf.errors.InvalidArgumentError as e:
           if cifar10.NON_FINITE_LOSS not in e.message:
             raise
@@ -611,7 +618,8 @@ def train(devices, data_dir, task=None):
         except tf.errors.DeadlineExceededError:
           if sync is None:
             raise
-          step = sync.resynchronize()
+          with cifar10_cluster.exit_on_lost_ps(task):
+            step = sync.resynchronize()
           if step >= FLAGS.max_steps:
             break
           if step == stalled_at:

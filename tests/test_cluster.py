@@ -441,6 +441,48 @@ def test_worker_waits_for_the_ps_then_gives_up(cluster, data_dir, tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       'cifar10_train.py: error: worker 0: ps %s did not answer within 2 s '
       '(--cluster_timeout_secs): Connection refused' % cluster.ps[0])
+  # Nor does it wait for ever on a listener that is not a TensorFlow server.
+  with socket.socket() as listener:
+    listener.bind(tuple(cifar10_cluster.split_address(cluster.ps[0])))
+    listener.listen()
+    proc = run_script('cifar10_train.py', *one_worker, '--job_name=worker',
+                      '--train_dir=%s' % (tmp_path / 'train3'),
+                      '--data_dir=%s' % data_dir[0],
+                      '--cluster_timeout_secs=2', '--max_steps=4', timeout=60)
+  assert proc.returncode == 1, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'cifar10_train.py: error: worker 0: ps %s did not answer within 2 s '
+      '(--cluster_timeout_secs): it accepts connections, but no TensorFlow '
+      'server answers there; is it a ps of this cluster (--job_name=ps)?'
+      % cluster.ps[0])
+
+
+@pytest.mark.parametrize('sync', ['true', 'false'])
+def test_worker_exits_when_its_ps_dies(cluster, tmp_path, sync):
+  """A ps killed mid-training: the failed step's session could not even be
+  closed (TensorFlow waits for the ps forever, deaf to signals), so the
+  worker used to hang; it exits with a one-line error naming the ps, and the
+  chief's checkpoints stay."""
+  one_worker = cluster.flags()[0], '--worker_hosts=' + cluster.workers[0]
+  train_dir = str(tmp_path / 'train')
+  ps = cluster.start('ps', *one_worker, '--job_name=ps')
+  chief = cluster.start('worker', *one_worker, '--job_name=worker',
+                        '--train_dir=%s' % train_dir, '--max_steps=100000',
+                        '--log_frequency=5', '--save_checkpoint_steps=5',
+                        '--cluster_timeout_secs=5', '--sync_replicas=' + sync)
+  chief.wait_for(r'worker 0: step [1-9]\d+,')
+  ps.proc.kill()
+  ps.proc.wait()
+  assert chief.proc.wait(timeout=30) == 1, chief.output()
+  # TensorFlow's reason varies: 'Socket closed', 'recvmsg:Connection reset
+  # by peer'.
+  errors = re.findall(r'^cifar10_train\.py: error: (.*)$', chief.output(),
+                      re.M)
+  assert len(errors) == 1 and re.fullmatch(
+      r"worker 0: lost ps 0 at %s \([^()]+\): restart it, then every "
+      r"worker; training resumes from the chief's newest checkpoint"
+      % re.escape(cluster.ps[0]), errors[0]), chief.output()
+  assert _latest_step(train_dir) >= 5
 
 
 @pytest.mark.parametrize('args,env,message', [
