@@ -603,9 +603,17 @@ def test_sigkill_at_several_points_loses_nothing(data_dir, tmp_path):
     assert 'checkpoint at step %d)' % last in proc.stdout
   proc = run_script('cifar10_train.py', '--data_dir=%s' % root,
                     '--train_dir=%s' % train_dir, '--batch_size=32',
-                    '--max_steps=%d' % (last + 2), check=0)
+                    '--max_steps=%d' % (last + 2))
   assert 'resuming from' in proc.stdout and '(step %d)' % last in proc.stdout
-  assert _steps(train_dir)[-1] == last + 2
+  if proc.returncode == 0:
+    assert _steps(train_dir)[-1] == last + 2
+  else:
+    # Some 100 steps at the tutorial's learning rate on this tiny data set
+    # can diverge (once in CI, at step 75); the NaN check must then stop
+    # training without saving.
+    assert re.match(r'loss or gradients not finite at step (%d|%d) ' % (
+        last + 1, last + 2), _one_line_error(proc, 'cifar10_train.py', 1))
+    assert _steps(train_dir)[-1] == last
 
 
 def test_eval_skips_a_checkpoint_deleted_before_its_restore(
