@@ -697,8 +697,10 @@ def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
   try:
     run_script('cifar10_train.py', '--data_dir=%s' % root,
                '--train_dir=%s' % train_dir, '--batch_size=32',
-               '--max_steps=80', '--save_checkpoint_steps=1', check=0)
-    output = _wait_for_count(log_path, 'checkpoint at step 80)', 1,
+               # Not many more: at about 75 steps of batch 32, training on
+               # this tiny data set has once diverged (see the SIGKILL test).
+               '--max_steps=40', '--save_checkpoint_steps=1', check=0)
+    output = _wait_for_count(log_path, 'checkpoint at step 40)', 1,
                              evaluator)
     assert evaluator.poll() is None, output
   finally:
@@ -706,4 +708,4 @@ def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
     evaluator.wait(timeout=60)
   assert evaluator.returncode == 0, output
   assert output.count('precision @ 1 = ') >= 2
-  assert 'checkpoint at step 80)' in output
+  assert 'checkpoint at step 40)' in output
