@@ -74,13 +74,16 @@ cifar10_cli.non_empty('train_dir')
 DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 
 # Files that training writes in --train_dir, and so --fresh may remove: the
-# state file, the graph, event files, and the files of a checkpoint (with
-# the '.tempstate<n>' suffix of one whose save was interrupted). Names that
-# only start like a checkpoint, such as 'model.ckpt-best.h5', stay.
+# state file, the graph, event files, and the files of a checkpoint, with
+# the temporary suffix of one whose save was interrupted ('.tempstate<n>'
+# from TensorFlow's checkpoint writer, '.tmp<32 hex digits>' from its atomic
+# write of the .meta file). Names that only start like a checkpoint, such as
+# 'model.ckpt-best.h5', stay.
 _TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
 _TRAINING_FILE = re.compile(
     r'^(events\.out\.tfevents\..*|%s-\d+\.(index|meta|data-\d+-of-\d+)'
-    r'(\.tempstate\d+)?)$' % re.escape(cifar10_cli.CHECKPOINT_BASENAME))
+    r'(\.tempstate\d+|\.tmp[0-9a-f]{32})?)$'
+    % re.escape(cifar10_cli.CHECKPOINT_BASENAME))
 
 # Memory that training on the CPU takes per image of a step: the growth of
 # peak resident memory with the batch size (TensorFlow 2.21, float32; about

@@ -84,8 +84,11 @@ def test_fresh_restarts_and_says_what_it_removes(trained, tmp_path):
   shutil.copytree(train_dir, copy)
   mine = ('notes.txt', 'checkpoint_notes.txt', 'model.ckpt-best.h5',
           'model.ckpt-10.index.bak')
-  interrupted = 'model.ckpt-12.data-00000-of-00001.tempstate123'
-  for name in mine + (interrupted,):
+  # What interrupted saves leave: TensorFlow's atomic write of the .meta
+  # file, and its checkpoint writer's data file (unsharded saves).
+  interrupted = ('model.ckpt-12.meta.tmp%s' % ('0f' * 16),
+                 'model.ckpt-12.data-00000-of-00001.tempstate123')
+  for name in mine + interrupted:
     with open(os.path.join(copy, name), 'w') as f:
       f.write('mine')
   proc = _train(root, copy, '--max_steps=2', '--fresh')
@@ -94,7 +97,7 @@ def test_fresh_restarts_and_says_what_it_removes(trained, tmp_path):
   assert 'starting fresh at step 0' in proc.stdout
   assert _latest_step(copy) == 2
   left = set(os.listdir(copy))
-  assert 'model.ckpt-10.index' not in left and interrupted not in left
+  assert not left & ({'model.ckpt-10.index'} | set(interrupted))
   assert set(mine) <= left
 
 
