@@ -72,10 +72,33 @@ def _parse_flags(argv):
     fail('%s (see --helpfull)' % one_line(e), status=2)
   except UnicodeDecodeError as e:
     # absl reads a --flagfile as text, and names no file when it is not.
-    files = [arg.split('=', 1)[1] for arg in argv
-             if arg.startswith(('--flagfile=', '-flagfile='))]
     fail('--flagfile=%s is not a text file of flags (%s)'
-         % (' or '.join(files) or '?', e), status=2)
+         % (_binary_flagfile(argv) or '?', e), status=2)
+
+
+def _binary_flagfile(argv, seen=None):
+  """The first file that `argv` names with --flagfile (either form, or
+  inside a flagfile it names) and that is not UTF-8 text; None if none."""
+  seen = set() if seen is None else seen
+  for i, arg in enumerate(argv):
+    name, _, value = arg.strip().lstrip('-').partition('=')
+    if name != 'flagfile' or not arg.strip().startswith('-'):
+      continue
+    path = value if value or '=' in arg else (
+        argv[i + 1] if i + 1 < len(argv) else '')
+    if path in seen:
+      continue
+    seen.add(path)
+    try:
+      with open(path, encoding='utf-8') as f:
+        inner = _binary_flagfile(f.read().splitlines(), seen)
+    except UnicodeDecodeError:
+      return path
+    except OSError:
+      continue
+    if inner:
+      return inner
+  return None
 
 
 def one_line(error):

@@ -53,10 +53,19 @@ def checkpoint(data_dir, tmp_path_factory):
   return train_dir
 
 
-def test_binary_flagfile(tmp_path):
+@pytest.mark.parametrize('form', ['=', ' ', 'nested'])
+def test_binary_flagfile(tmp_path, form):
   flagfile = tmp_path / 'flags.png'
   flagfile.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(range(256)))
-  proc = run_script('cifar10_eval.py', '--flagfile=%s' % flagfile)
+  text = tmp_path / 'flags.txt'
+  text.write_text('--run_once\n')
+  args = (['--flagfile=%s' % text, '--flagfile=%s' % flagfile] if form == '='
+          else ['--flagfile', str(flagfile)] if form == ' ' else
+          ['--flagfile=%s' % text])
+  if form == 'nested':
+    # Named inside another flagfile: the file on the command line is text.
+    text.write_text('--flagfile=%s\n' % flagfile)
+  proc = run_script('cifar10_eval.py', *args)
   assert _one_line_error(proc, 'cifar10_eval.py', 2).startswith(
       '--flagfile=%s is not a text file of flags (' % flagfile)
 
