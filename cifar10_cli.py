@@ -357,6 +357,10 @@ def checkpoint_files(directory):
           for step in steps]
 
 
+# The state files checkpoint_state has warned about.
+_damaged_state_files = set()
+
+
 def checkpoint_state(directory):
   """The parsed 'checkpoint' state file of `directory`, None if it is
   missing or damaged.
@@ -369,9 +373,14 @@ def checkpoint_state(directory):
   try:
     return tf.train.get_checkpoint_state(directory)
   except ValueError as e:  # UnicodeDecodeError is one.
-    tf.logging.warning('%s is not a checkpoint state file (%s): ignored',
-                       os.path.join(directory, 'checkpoint'), one_line(e))
+    path = os.path.join(directory, 'checkpoint')
+    # Once per file: evaluation reads it at every poll.
+    if path not in _damaged_state_files:
+      _damaged_state_files.add(path)
+      tf.logging.warning('%s is not a checkpoint state file (%s): ignored',
+                         path, one_line(e))
     return None
+
 
 
 def listed_checkpoints(directory):
