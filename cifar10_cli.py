@@ -38,8 +38,13 @@ _IMPORTED_AT = time.time()
 
 # The trainers' checkpoints are '<directory>/model.ckpt-<global step>'.
 CHECKPOINT_BASENAME = 'model.ckpt'
-_CHECKPOINT_INDEX = re.compile(
-    r'^%s-(\d+)\.index$' % re.escape(CHECKPOINT_BASENAME))
+# The files of one: '<basename>-<step>.index', '.meta' and '.data-N-of-M',
+# with the temporary suffix of a save that was interrupted ('.tempstate<n>'
+# from TensorFlow's checkpoint writer, '.tmp<32 hex digits>' from its atomic
+# write of the .meta file). Groups: step, kind, temporary suffix.
+CHECKPOINT_FILE = re.compile(
+    r'^%s-(\d+)\.(index|meta|data-\d+-of-\d+)'
+    r'(\.tempstate\d+|\.tmp[0-9a-f]{32})?$' % re.escape(CHECKPOINT_BASENAME))
 
 
 class UsageError(Exception):
@@ -352,7 +357,8 @@ def checkpoint_files(directory):
   if not tf.io.gfile.isdir(directory):
     return []
   steps = sorted(int(match.group(1)) for match in map(
-      _CHECKPOINT_INDEX.match, tf.io.gfile.listdir(directory)) if match)
+      CHECKPOINT_FILE.match, tf.io.gfile.listdir(directory))
+                 if match and match.group(2, 3) == ('index', None))
   return [os.path.join(directory, '%s-%d' % (CHECKPOINT_BASENAME, step))
           for step in steps]
 
@@ -380,7 +386,6 @@ def checkpoint_state(directory):
       tf.logging.warning('%s is not a checkpoint state file (%s): ignored',
                          path, one_line(e))
     return None
-
 
 
 def listed_checkpoints(directory):

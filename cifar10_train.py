@@ -28,7 +28,6 @@ from __future__ import print_function
 import collections
 import contextlib
 import os
-import re
 import signal
 import time
 
@@ -74,16 +73,11 @@ cifar10_cli.non_empty('train_dir')
 DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'
 
 # Files that training writes in --train_dir, and so --fresh may remove: the
-# state file, the graph, event files, and the files of a checkpoint, with
-# the temporary suffix of one whose save was interrupted ('.tempstate<n>'
-# from TensorFlow's checkpoint writer, '.tmp<32 hex digits>' from its atomic
-# write of the .meta file). Names that only start like a checkpoint, such as
-# 'model.ckpt-best.h5', stay.
+# state file, the graph, event files and checkpoint files
+# (cifar10_cli.CHECKPOINT_FILE; names that only start like one, such as
+# 'model.ckpt-best.h5', stay).
 _TRAINING_FILE_NAMES = ('checkpoint', 'graph.pbtxt')
-_TRAINING_FILE = re.compile(
-    r'^(events\.out\.tfevents\..*|%s-\d+\.(index|meta|data-\d+-of-\d+)'
-    r'(\.tempstate\d+|\.tmp[0-9a-f]{32})?)$'
-    % re.escape(cifar10_cli.CHECKPOINT_BASENAME))
+_EVENT_FILE_PREFIX = 'events.out.tfevents.'
 
 # Memory that training on the CPU takes per image of a step: the growth of
 # peak resident memory with the batch size (TensorFlow 2.21, float32; about
@@ -382,7 +376,8 @@ def prepare_train_dir(train_dir, fresh):
   if fresh:
     names = sorted(
         n for n in tf.io.gfile.listdir(train_dir)
-        if (n in _TRAINING_FILE_NAMES or _TRAINING_FILE.match(n))
+        if (n in _TRAINING_FILE_NAMES or n.startswith(_EVENT_FILE_PREFIX) or
+            cifar10_cli.CHECKPOINT_FILE.match(n))
         and not tf.io.gfile.isdir(os.path.join(train_dir, n)))
     cifar10_cli.log('--fresh: removing %d file(s) from %s%s'
                     % (len(names), train_dir,
