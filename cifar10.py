@@ -254,12 +254,14 @@ def distorted_inputs():
       batch_size=FLAGS.batch_size)
 
 
-def inputs(eval_data, num_examples=None):
+def inputs(eval_data, num_examples=None, repeat=False):
   """Evaluation batches from --data_dir and --batch_size.
 
   Args:
     eval_data: True for the test set, False for the training set.
     num_examples: read only this many images (all if None).
+    repeat: serve the batches again, without end (see
+      `cifar10_input.inputs`).
 
   Returns:
     images: float32 [<= batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
@@ -271,7 +273,7 @@ def inputs(eval_data, num_examples=None):
   return cifar10_input.inputs(
       eval_data=eval_data,
       data_dir=batches_dir(),
-      batch_size=FLAGS.batch_size, num_examples=num_examples)
+      batch_size=FLAGS.batch_size, num_examples=num_examples, repeat=repeat)
 
 
 def _conv(x, in_depth, bias_init):

@@ -117,6 +117,25 @@ def test_inputs_num_examples_and_training_files(data_dir, graph):
   assert cifar10_input.num_records(batches, eval_data=True) == 300
 
 
+def test_repeated_inputs_serve_the_same_batches_again(data_dir, graph):
+  """repeat=True (the watching evaluator's input): pass after pass, the
+  batches of one pass, the last one partial."""
+  _, batches, _ = data_dir
+  once = cifar10_input.inputs(False, batches, batch_size=100,
+                              num_examples=250)
+  repeated = cifar10_input.inputs(False, batches, batch_size=100,
+                                  num_examples=250, repeat=True)
+  with tf.Session() as sess:
+    expected = _run_until_end(sess, once)
+    passes = [[sess.run(repeated) for _ in expected] for _ in range(3)]
+  assert [len(labels) for _, labels in expected] == [100, 100, 50]
+  for batches_out in passes:
+    for (images, labels), (want_images, want_labels) in zip(batches_out,
+                                                             expected):
+      np.testing.assert_array_equal(labels, want_labels)
+      np.testing.assert_array_equal(images, want_images)
+
+
 def test_evaluation_preprocessing_is_fixed(data_dir, graph):
   _, batches, _ = data_dir
   images, _ = cifar10_input.inputs(True, batches, batch_size=64)

@@ -162,6 +162,61 @@ def test_eval_watch_evaluates_each_new_checkpoint_once(data_dir, tmp_path):
   assert proc.returncode == 0
 
 
+def _biased_copy(checkpoint, target, label, step):
+  """A copy of `checkpoint` at `step` whose averaged weights always predict
+  `label`."""
+  reader = tf.train.load_checkpoint(checkpoint)
+  values = {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()}
+  bias = 'softmax_linear/biases/ExponentialMovingAverage'
+  values[bias] = np.where(np.arange(cifar10.NUM_CLASSES) == label, 1e6,
+                          0).astype(np.float32)
+  values['global_step'] = np.int64(step)
+  with tf.Graph().as_default():
+    variables = {name: tf.Variable(value) for name, value in values.items()}
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      tf.train.Saver(variables).save(sess, target, write_meta_graph=False)
+
+
+def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
+    trained, tmp_path, flags, graph):  # pylint: disable=unused-argument
+  """The watching evaluator keeps its session and the preprocessed batches
+  between checkpoints; each evaluation must still see the checkpoint's own
+  weights and exactly --num_examples images, here 300 in batches of
+  128, 128 and 44."""
+  import cifar10_eval  # pylint: disable=g-import-not-at-top
+  from cifar_testdata import CLASS_NAMES  # pylint: disable=g-import-not-at-top
+  root, train_dir, _, _ = trained
+  flags.data_dir = root
+  flags.eval_dir = str(tmp_path / 'eval')
+  flags.batch_size = 128
+  plain = tf.train.latest_checkpoint(train_dir)
+  fresh = cifar10_eval._Evaluator(True, 300, CLASS_NAMES)
+  _, expected, _ = fresh.evaluate(plain)
+  fresh.close()
+  # A class the plain checkpoint predicts least, so the two differ.
+  label = int(np.argmin(expected.sum(axis=0)))
+  biased = str(tmp_path / 'model.ckpt-99')
+  _biased_copy(plain, biased, label, 99)
+
+  evaluator = cifar10_eval._Evaluator(True, 300, CLASS_NAMES)
+  results = [evaluator.evaluate(path)[:2]
+             for path in (plain, biased, plain, biased)]
+  evaluator.close()
+  for path, (step, confusion) in zip((plain, biased) * 2, results):
+    assert confusion.sum() == 300
+    if path == plain:
+      assert step == 10
+      np.testing.assert_array_equal(confusion, expected)
+    else:
+      assert step == 99
+      assert confusion[:, label].sum() == 300
+      # The true labels are those of the plain evaluation: the same images.
+      np.testing.assert_array_equal(confusion.sum(axis=1),
+                                    expected.sum(axis=1))
+
+
 def test_eval_on_training_data(trained, tmp_path):
   """--eval_data=train_eval reads the five training files (320 images in
   the test data; the test file has 300)."""
