@@ -16,8 +16,11 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
     graph mode), the median of one measurement per round, and the ratio
       examples/sec x FLOPS_PER_TRAINING_EXAMPLE / matmul FLOP/s;
   * the input pipeline alone, in images/sec, and its ratio to training;
-  * evaluation images/sec over 10,000 images (cifar10_eval.py --run_once),
-    the median of one run per round.
+  * evaluation images/sec over 10,000 images, from one cifar10_eval.py per
+    round watching a directory: its first evaluation (what --run_once
+    measures) and the next --later_checkpoints, of checkpoints written one
+    after another as a trainer would; the median of the first evaluations
+    and of the later ones.
 
 Each training configuration, the matmul rate and the evaluation run
 --rounds times, interleaved, so that a slow moment of a noisy machine does
@@ -61,6 +64,9 @@ tf.app.flags.DEFINE_integer('rounds', 2,
                             """Runs of each training configuration.""")
 tf.app.flags.DEFINE_integer('steps', 60, """Measured steps per run.""")
 tf.app.flags.DEFINE_integer('warmup', 10, """Steps before measuring.""")
+tf.app.flags.DEFINE_integer(
+    'later_checkpoints', 3,
+    """Checkpoints each round's evaluator evaluates after its first.""")
 tf.app.flags.DEFINE_boolean('smoke', False,
                             """Tiny data and few steps: checks that the """
                             """benchmark works, measures nothing useful.""")
@@ -68,7 +74,7 @@ tf.app.flags.DEFINE_boolean(
     'profile', False,
     """Instead of the figures, where a training step's time goes, by op """
     """type and by op (with --use_fp16: the mixed-precision step).""")
-for _name in ('rounds', 'steps', 'warmup'):
+for _name in ('rounds', 'steps', 'warmup', 'later_checkpoints'):
   cifar10_cli.positive(_name)
 
 # Multiply-adds of one forward pass: conv1 24*24*64*(5*5*3), conv2
@@ -85,6 +91,7 @@ _STEP = re.compile(r': step (\d+), loss = [\d.naif]+ \(([\d.]+) examples/sec')
 _FIRST_STEP = re.compile(r'first step \(step \d+\) done ([\d.]+) s after')
 _EVAL = re.compile(r'evaluated (\d+) images in [\d.]+ s \((\d+) images/sec\)')
 _PEAK = re.compile(r'peak memory ([\d.]+) MB')
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def machine():
@@ -209,25 +216,33 @@ def print_profile(wall_ms, by_type, by_name, top=15):
   sys.stdout.flush()
 
 
-def run_script(args):
-  """Runs a script of the suite to the end; returns its stdout."""
+def _environment():
+  """The environment of the suite's scripts run here."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   # These runs are single-machine measurements, whatever cluster the
   # environment describes.
   env.pop('TF_CONFIG', None)
-  proc = subprocess.run([sys.executable] + args, capture_output=True,
-                        env=env, text=True,
-                        cwd=os.path.dirname(os.path.abspath(__file__)))
-  if proc.returncode < 0:
+  return env
+
+
+def _check_exit(args, returncode, stderr):
+  """Raises ValueError, in one line, if the script `args` failed."""
+  if returncode < 0:
     # Killed: the last lines are a crash dump, not a message.
     raise ValueError('%s was killed by %s%s' % (
-        ' '.join(args), signal.Signals(-proc.returncode).name,
-        ' (out of memory?)' if -proc.returncode in (signal.SIGKILL,
-                                                    signal.SIGSEGV) else ''))
-  if proc.returncode:
-    last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-    raise ValueError('%s exited %d: %s' % (' '.join(args),
-                                           proc.returncode, last))
+        ' '.join(args), signal.Signals(-returncode).name,
+        ' (out of memory?)' if -returncode in (signal.SIGKILL,
+                                               signal.SIGSEGV) else ''))
+  if returncode:
+    last = (stderr.strip().splitlines() or ['no output'])[-1]
+    raise ValueError('%s exited %d: %s' % (' '.join(args), returncode, last))
+
+
+def run_script(args):
+  """Runs a script of the suite to the end; returns its stdout."""
+  proc = subprocess.run([sys.executable] + args, capture_output=True,
+                        env=_environment(), text=True, cwd=_HERE)
+  _check_exit(args, proc.returncode, proc.stderr)
   return proc.stdout
 
 
@@ -249,19 +264,59 @@ def train_once(script, data_dir, train_dir, steps, extra):
           float(_PEAK.search(out).group(1)))
 
 
-def evaluate_once(data_dir, checkpoint_dir, eval_dir, examples):
-  """One cifar10_eval.py --run_once.
+def evaluate_watching(data_dir, train_dir, work, examples, later):
+  """One cifar10_eval.py watching a directory, as next to a trainer.
+
+  It finds the newest checkpoint of `train_dir`; each time it has evaluated
+  one, the next appears (a copy under the next step: the same work), `later`
+  times.
 
   Returns:
-    (images evaluated, images/sec), from the script's own log.
+    (images evaluated, [images/sec of each evaluation, the first first]),
+    from the script's own log.
   """
-  out = run_script([
-      'cifar10_eval.py', '--data_dir=%s' % data_dir, '--run_once',
-      '--checkpoint_dir=%s' % checkpoint_dir, '--eval_dir=%s' % eval_dir,
-      '--num_examples=%d' % examples, '--batch_size=%d' % FLAGS.batch_size])
-  # The rate, not count / seconds: the seconds are rounded to 1/100.
-  count, rate = _EVAL.search(out).groups()
-  return int(count), float(rate)
+  source = cifar10_cli.latest_checkpoint(train_dir)
+  step = cifar10_cli.checkpoint_step(source)
+  checkpoint_dir = os.path.join(work, 'eval_checkpoints')
+  shutil.rmtree(checkpoint_dir, ignore_errors=True)
+  os.makedirs(checkpoint_dir)
+
+  def publish(index):
+    # The index file last: with it, the checkpoint is complete.
+    target = os.path.join(checkpoint_dir, 'model.ckpt-%d' % (step + index))
+    for path in sorted(tf.io.gfile.glob(source + '.*'),
+                       key=lambda p: p.endswith('.index')):
+      shutil.copy(path, target + path[len(source):])
+
+  publish(0)
+  args = ['cifar10_eval.py', '--data_dir=%s' % data_dir,
+          '--checkpoint_dir=%s' % checkpoint_dir,
+          '--eval_dir=%s' % os.path.join(work, 'eval'),
+          '--eval_interval_secs=1', '--num_examples=%d' % examples,
+          '--batch_size=%d' % FLAGS.batch_size]
+  rates = []
+  with tempfile.TemporaryFile('w+') as stderr:
+    proc = subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
+                            stderr=stderr, env=_environment(), text=True,
+                            cwd=_HERE)
+    for line in proc.stdout:
+      match = _EVAL.search(line)
+      if not match:
+        continue
+      # The rate, not count / seconds: the seconds are rounded to 1/100.
+      count, rate = match.groups()
+      rates.append(float(rate))
+      if len(rates) > later:
+        proc.terminate()
+      else:
+        publish(len(rates))
+    proc.wait()
+    stderr.seek(0)
+    if len(rates) <= later:
+      _check_exit(args, proc.returncode, stderr.read())
+      raise ValueError('%s stopped after %d evaluations'
+                       % (' '.join(args), len(rates)))
+  return int(count), rates
 
 
 def summarize(rates):
@@ -303,7 +358,7 @@ def main(argv=None):  # pylint: disable=unused-argument
                ('train_mixed_precision', 'cifar10_train.py', ['--use_fp16'])]
     results = {name: {'rates': [], 'first_step_s': [], 'peak_rss_mb': []}
                for name, _, _ in configs}
-    eval_rates = []
+    first_rates, later_rates = [], []
     matmul_rates = []
     for round_index in range(1 if smoke else FLAGS.rounds):
       for name, script, extra in configs:
@@ -319,12 +374,13 @@ def main(argv=None):  # pylint: disable=unused-argument
       matmul_rates.append(matmul_flops(256 if smoke else 2048,
                                        5 if smoke else 30) / 1e9)
       # Evaluates the checkpoint this round's float32 run left.
-      figures['eval_images'], rate = evaluate_once(
-          data_dir, os.path.join(work, 'train_fp32'),
-          os.path.join(work, 'eval'), test_records)
-      eval_rates.append(rate)
-      cifar10_cli.log('round %d, evaluation: %.0f images/sec' % (
-          round_index + 1, rate))
+      figures['eval_images'], rates = evaluate_watching(
+          data_dir, os.path.join(work, 'train_fp32'), work, test_records,
+          1 if smoke else FLAGS.later_checkpoints)
+      first_rates.append(rates[0])
+      later_rates += rates[1:]
+      cifar10_cli.log('round %d, evaluation: %s images/sec' % (
+          round_index + 1, ', '.join('%.0f' % r for r in rates)))
     for name, result in results.items():
       figures[name] = dict(summarize(result.pop('rates')),
                            first_step_s=min(result['first_step_s']),
@@ -342,8 +398,9 @@ def main(argv=None):  # pylint: disable=unused-argument
     figures['pipeline_to_training'] = (figures['pipeline_images_per_sec'] /
                                        train_rate)
 
-    figures['eval_images_per_sec'] = float(np.median(eval_rates))
-    figures['eval_runs_images_per_sec'] = eval_rates
+    for name, rates in (('first', first_rates), ('later', later_rates)):
+      figures['eval_%s_images_per_sec' % name] = float(np.median(rates))
+      figures['eval_%s_runs_images_per_sec' % name] = rates
 
     print_table(figures)
     _write_json(figures)
@@ -389,10 +446,13 @@ def print_table(figures):
       ('input pipeline alone', '%.0f images/sec (%.1f x training)'
        % (figures['pipeline_images_per_sec'],
           figures['pipeline_to_training'])),
-      ('evaluation', '%.0f images/sec over %d images (median of %s)'
-       % (figures['eval_images_per_sec'], figures['eval_images'],
-          ', '.join('%.0f' % r for r in figures['eval_runs_images_per_sec']))),
   ]
+  for name, label in (('first', 'evaluation, first checkpoint (--run_once)'),
+                      ('later', 'evaluation, each later checkpoint')):
+    rows.append((label, '%.0f images/sec over %d images (median of %s)' % (
+        figures['eval_%s_images_per_sec' % name], figures['eval_images'],
+        ', '.join('%.0f' % r
+                  for r in figures['eval_%s_runs_images_per_sec' % name]))))
   width = max(len(r[0]) for r in rows)
   for label, value in rows:
     print('%-*s  %s' % (width, label, value))

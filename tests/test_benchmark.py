@@ -25,10 +25,14 @@ def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
       figures['train_fp32']['median'] * 105295104 /
       (figures['matmul_gflops'] * 1e9))
   assert figures['pipeline_images_per_sec'] > 0
-  assert figures['eval_images'] == 256 and figures['eval_images_per_sec'] > 0
-  # Smoke mode runs one round: one evaluation, its rate the median.
-  assert figures['eval_runs_images_per_sec'] == [
-      figures['eval_images_per_sec']]
+  assert figures['eval_images'] == 256
+  # Smoke mode runs one round: one evaluator, with one checkpoint after its
+  # first, each rate its own median.
+  for name in ('first', 'later'):
+    rate = figures['eval_%s_images_per_sec' % name]
+    assert rate > 0
+    assert figures['eval_%s_runs_images_per_sec' % name] == [rate]
+  assert 'evaluation, each later checkpoint' in proc.stdout
   assert 'ratio of float32 training to matmul rate' in proc.stdout
 
 
