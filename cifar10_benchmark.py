@@ -299,18 +299,23 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
     proc = subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
                             stderr=stderr, env=_environment(), text=True,
                             cwd=_HERE)
-    for line in proc.stdout:
-      match = _EVAL.search(line)
-      if not match:
-        continue
-      # The rate, not count / seconds: the seconds are rounded to 1/100.
-      count, rate = match.groups()
-      rates.append(float(rate))
-      if len(rates) > later:
-        proc.terminate()
-      else:
+    try:
+      for line in proc.stdout:
+        match = _EVAL.search(line)
+        if not match:
+          continue
+        # The rate, not count / seconds: the seconds are rounded to 1/100.
+        count, rate = match.groups()
+        rates.append(float(rate))
+        if len(rates) > later:
+          break
         publish(len(rates))
-    proc.wait()
+    finally:
+      # Done, or the benchmark itself failed or was interrupted: the
+      # evaluator would otherwise watch on.
+      if proc.poll() is None:
+        proc.terminate()
+      proc.wait()
     stderr.seek(0)
     if len(rates) <= later:
       _check_exit(args, proc.returncode, stderr.read())

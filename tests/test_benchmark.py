@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import tensorflow.compat.v1 as tf
 
 from cifar_testdata import run_script
 
@@ -69,3 +70,24 @@ def test_a_failed_or_killed_run_is_a_one_line_error():
                      r'memory\?\)$'):
     cifar10_benchmark.run_script(
         ['-c', 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)'])
+
+
+def test_a_failed_evaluator_is_a_one_line_error(tmp_path):
+  import cifar10_benchmark  # pylint: disable=g-import-not-at-top
+  train_dir = tmp_path / 'train'
+  with tf.Graph().as_default():
+    step = tf.train.get_or_create_global_step()
+    with tf.Session() as sess:
+      sess.run(step.initializer)
+      sess.run(step.assign(5))
+      tf.train.Saver().save(sess, str(train_dir / 'model.ckpt'), global_step=5)
+  missing = tmp_path / 'no_data'
+  with pytest.raises(ValueError, match=r'^cifar10_eval\.py --data_dir=%s .* '
+                     r'exited 1: cifar10_eval\.py: error: .*%s' % (
+                         missing, missing)):
+    cifar10_benchmark.evaluate_watching(str(missing), str(train_dir),
+                                        str(tmp_path), 100, 1)
+  # The evaluator watched copies of the checkpoint, not train_dir.
+  assert sorted(p.name for p in (tmp_path / 'eval_checkpoints').iterdir()) == [
+      'model.ckpt-5.data-00000-of-00001', 'model.ckpt-5.index',
+      'model.ckpt-5.meta']
