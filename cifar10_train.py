@@ -502,6 +502,22 @@ def _log_plan(devices, data_dir, checkpoint, start_step, task,
         FLAGS.train_dir, DEFAULT_EVAL_DIR))
 
 
+def tower_session_config(devices):
+  """The training session's options, for towers on `devices`.
+
+  On CPUs, Grappler's graph optimization runs one pass instead of two: over
+  the training graph the second pass only merges 9 of about 500 nodes, and
+  takes about 0.1 s of the first step. Towers on GPUs, whose graphs the
+  layout pass rewrites, keep TensorFlow's default (not measured).
+  """
+  config = tf.ConfigProto(allow_soft_placement=True,
+                          log_device_placement=FLAGS.log_device_placement)
+  if not any('gpu' in device.lower() for device in devices):
+    rewrites = config.graph_options.rewrite_options
+    rewrites.meta_optimizer_iterations = rewrites.ONE
+  return config
+
+
 def train(devices, data_dir, task=None):
   """Trains to --max_steps, resuming from --train_dir.
 
@@ -557,9 +573,7 @@ def train(devices, data_dir, task=None):
       _log_plan(devices, data_dir, checkpoint, start_step, task,
                 graph.examples_per_step, sync is not None)
 
-    config = tf.ConfigProto(
-        allow_soft_placement=True,
-        log_device_placement=FLAGS.log_device_placement)
+    config = tower_session_config(devices)
     if task:
       cifar10_cluster.session_config(task, config)
     if finished:

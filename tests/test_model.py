@@ -307,6 +307,40 @@ def test_two_towers_step_equals_one_tower_double_batch():
     np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6)
 
 
+def test_one_graph_optimization_pass_trains_the_same(flags):
+  """On CPUs the trainer's session runs one Grappler pass, not two: the
+  same losses and weights, step for step (on fixed batches from the same
+  start: the input pipeline's order is not fixed by a seed)."""
+  flags.log_device_placement = False
+  config = cifar10_train.tower_session_config(['/cpu:0'])
+  rewrites = config.graph_options.rewrite_options
+  assert rewrites.meta_optimizer_iterations == rewrites.ONE
+  assert not cifar10_train.tower_session_config(
+      ['/gpu:0']).graph_options.rewrite_options.meta_optimizer_iterations
+  rng = np.random.RandomState(5)
+  images = rng.randn(4, 16, 24, 24, 3).astype(np.float32)
+  labels = rng.randint(0, 10, (4, 16)).astype(np.int32)
+  init, results = None, []
+  for session_config in (tf.ConfigProto(), config):
+    with tf.Graph().as_default():
+      images_in = tf.placeholder(tf.float32, [16, 24, 24, 3])
+      labels_in = tf.placeholder(tf.int32, [16])
+      g = _train_graph(images_in, labels_in)
+      variables = tf.trainable_variables()
+      with tf.Session(config=session_config) as sess:
+        sess.run(tf.global_variables_initializer())
+        init = init or sess.run(variables)
+        for v, value in zip(variables, init):
+          v.load(value, sess)
+        losses = [sess.run([g.loss, g.train_op], {images_in: x,
+                                                  labels_in: y})[0]
+                  for x, y in zip(images, labels)]
+        results.append((losses, sess.run(variables)))
+  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+  for two_passes, one_pass in zip(results[0][1], results[1][1]):
+    np.testing.assert_allclose(one_pass, two_passes, rtol=1e-5, atol=1e-7)
+
+
 def _learn(data_dir, steps=60, batch=32):
   with tf.Graph().as_default():
     tf.set_random_seed(0)
