@@ -506,7 +506,7 @@ def tower_session_config(devices):
   """The training session's options, for towers on `devices`.
 
   On CPUs, Grappler's graph optimization runs one pass instead of two: over
-  the training graph the second pass only merges 9 of about 500 nodes, and
+  the training graph the second pass only merges 9 of its 493 nodes, and
   takes about 0.1 s of the first step. Towers on GPUs, whose graphs the
   layout pass rewrites, keep TensorFlow's default (not measured).
   """
