@@ -104,6 +104,7 @@ class _Evaluator(object):
     Raises:
       tf.errors.NotFoundError: if the checkpoint was deleted meanwhile.
       ValueError: if it was written by a different model.
+      OSError: if a data file went missing while it was read.
     """
     cifar10_cli.check_checkpoint(checkpoint, self.var_map)
     step = cifar10_cli.checkpoint_step(checkpoint)
@@ -122,19 +123,30 @@ class _Evaluator(object):
       raise tf.errors.NotFoundError(None, None, '%s was deleted' % checkpoint)
     confusion = np.zeros((cifar10.NUM_CLASSES, cifar10.NUM_CLASSES), np.int64)
     fetches = [self.labels, self.predictions, self.summary_op]
-    self.sess.run(self.local_init)
-    start = time.time()
-    labels, predictions, summary = self.sess.run(fetches)
-    # The input repeats its passes without end, each of num_examples images
-    # in whole batches: an evaluation reads one pass.
-    read = 0
-    while True:
-      np.add.at(confusion, (labels, predictions), 1)
-      read += len(labels)
-      if read >= self.num_examples:
-        break
-      labels, predictions, _ = self.sess.run(fetches)
-    seconds = time.time() - start
+    try:
+      self.sess.run(self.local_init)
+      start = time.time()
+      labels, predictions, summary = self.sess.run(fetches)
+      # The input repeats its passes without end, each of num_examples
+      # images in whole batches: an evaluation reads one pass.
+      read = 0
+      while True:
+        np.add.at(confusion, (labels, predictions), 1)
+        read += len(labels)
+        if read >= self.num_examples:
+          break
+        labels, predictions, _ = self.sess.run(fetches)
+      seconds = time.time() - start
+    except BaseException as error:
+      # Stopped inside a pass: the next evaluation gets a new session, and
+      # the input starts again at its first image.
+      self.close()
+      if isinstance(error, tf.errors.NotFoundError):
+        # A data file, not the checkpoint (restored above), which the watch
+        # would skip as one the trainer rotated away.
+        raise OSError('reading the evaluation images: %s'
+                      % cifar10_cli.one_line(error)) from error
+      raise
     self._write_summaries(summary, step, confusion)
     return step, confusion, seconds
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -649,6 +650,34 @@ def test_eval_skips_a_checkpoint_deleted_before_its_restore(
   evaluator = cifar10_eval._Evaluator(True, 100, cifar_testdata.CLASS_NAMES)
   with pytest.raises(tf.errors.NotFoundError):
     evaluator.evaluate(os.path.join(copy, 'model.ckpt-2'))
+
+
+def test_eval_data_gone_mid_read_is_an_error_and_the_next_evaluation_works(
+    data_dir, checkpoint, tmp_path, flags, graph):  # pylint: disable=unused-argument
+  """The evaluator keeps its session between checkpoints; a data file
+  missing while it reads must neither pass for a deleted checkpoint nor
+  leave the input broken for the next evaluation."""
+  import cifar10_eval  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'data'
+  shutil.copytree(data_dir[0], str(root))
+  flags.data_dir = str(root)
+  flags.eval_dir = str(tmp_path / 'eval')
+  flags.batch_size = 64
+  test_file = root / cifar_testdata.BATCHES_DIR / 'test_batch.bin'
+  checkpoint_path = os.path.join(checkpoint, 'model.ckpt-2')
+  evaluator = cifar10_eval._Evaluator(True, 100, cifar_testdata.CLASS_NAMES)
+  test_file.rename(str(test_file) + '.away')
+  with pytest.raises(OSError, match='^reading the evaluation images: .*'
+                     'test_batch.bin'):
+    evaluator.evaluate(checkpoint_path)
+  os.rename(str(test_file) + '.away', str(test_file))
+  _, confusion, _ = evaluator.evaluate(checkpoint_path)
+  evaluator.close()
+  fresh = cifar10_eval._Evaluator(True, 100, cifar_testdata.CLASS_NAMES)
+  _, expected, _ = fresh.evaluate(checkpoint_path)
+  fresh.close()
+  assert confusion.sum() == 100
+  np.testing.assert_array_equal(confusion, expected)
 
 
 def _wait_for_count(log_path, text, count, process, seconds=90):
