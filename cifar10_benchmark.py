@@ -282,11 +282,14 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
   os.makedirs(checkpoint_dir)
 
   def publish(index):
-    # The index file last: with it, the checkpoint is complete.
+    # Each file copied whole under a name the evaluator ignores, then
+    # renamed; the index file last: with it, the checkpoint is complete.
     target = os.path.join(checkpoint_dir, 'model.ckpt-%d' % (step + index))
+    partial = os.path.join(checkpoint_dir, 'copying')
     for path in sorted(tf.io.gfile.glob(source + '.*'),
                        key=lambda p: p.endswith('.index')):
-      shutil.copy(path, target + path[len(source):])
+      shutil.copy(path, partial)
+      os.replace(partial, target + path[len(source):])
 
   publish(0)
   args = ['cifar10_eval.py', '--data_dir=%s' % data_dir,
@@ -296,26 +299,25 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
           '--batch_size=%d' % FLAGS.batch_size]
   rates = []
   with tempfile.TemporaryFile('w+') as stderr:
-    proc = subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
-                            stderr=stderr, env=_environment(), text=True,
-                            cwd=_HERE)
-    try:
-      for line in proc.stdout:
-        match = _EVAL.search(line)
-        if not match:
-          continue
-        # The rate, not count / seconds: the seconds are rounded to 1/100.
-        count, rate = match.groups()
-        rates.append(float(rate))
-        if len(rates) > later:
-          break
-        publish(len(rates))
-    finally:
-      # Done, or the benchmark itself failed or was interrupted: the
-      # evaluator would otherwise watch on.
-      if proc.poll() is None:
-        proc.terminate()
-      proc.wait()
+    with subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
+                          stderr=stderr, env=_environment(), text=True,
+                          cwd=_HERE) as proc:
+      try:
+        for line in proc.stdout:
+          match = _EVAL.search(line)
+          if not match:
+            continue
+          # The rate, not count / seconds: the seconds are rounded to 1/100.
+          count, rate = match.groups()
+          rates.append(float(rate))
+          if len(rates) > later:
+            break
+          publish(len(rates))
+      finally:
+        # Done, or the benchmark itself failed or was stopped (see main):
+        # the evaluator would otherwise watch on.
+        if proc.poll() is None:
+          proc.terminate()
     stderr.seek(0)
     if len(rates) <= later:
       _check_exit(args, proc.returncode, stderr.read())
@@ -340,6 +342,10 @@ def main(argv=None):  # pylint: disable=unused-argument
   warmup = 2 if smoke else FLAGS.warmup
   if FLAGS.json:
     cifar10_cli.check_output_file('json')
+  # SIGTERM as an exception, so that the cleanups run: the evaluator is
+  # stopped and the temporary data removed.
+  signal.signal(signal.SIGTERM,
+                lambda signum, unused_frame: sys.exit(128 + signum))
   work = tempfile.mkdtemp(prefix='cifar10_benchmark-')
   try:
     data_dir = os.path.join(work, 'data')

@@ -1,11 +1,15 @@
 """The benchmark is a tool, not a test: this only checks that it works."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import tensorflow.compat.v1 as tf
 
-from cifar_testdata import run_script
+from cifar_testdata import run_script, start_script
 
 
 def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
@@ -91,3 +95,42 @@ def test_a_failed_evaluator_is_a_one_line_error(tmp_path):
   assert sorted(p.name for p in (tmp_path / 'eval_checkpoints').iterdir()) == [
       'model.ckpt-5.data-00000-of-00001', 'model.ckpt-5.index',
       'model.ckpt-5.meta']
+
+
+def _children(pid):
+  """The command lines of the running child processes of `pid`."""
+  try:
+    with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+      children = [int(child) for child in f.read().split()]
+  except OSError:
+    return {}
+  lines = {}
+  for child in children:
+    try:
+      with open('/proc/%d/cmdline' % child) as f:
+        lines[child] = f.read().replace('\0', ' ')
+    except OSError:
+      pass
+  return lines
+
+
+def test_sigterm_stops_the_watching_evaluator_and_removes_the_data(tmp_path):
+  proc = start_script('cifar10_benchmark.py', '--smoke',
+                      env={'TMPDIR': str(tmp_path)},
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.time() + 180
+    evaluators = {}
+    while not evaluators and proc.poll() is None and time.time() < deadline:
+      evaluators = {pid: line for pid, line in _children(proc.pid).items()
+                    if 'cifar10_eval.py' in line}
+      time.sleep(0.05)
+    assert evaluators, 'no evaluator seen'
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 128 + signal.SIGTERM, stderr
+  for pid in evaluators:
+    assert not os.path.exists('/proc/%d' % pid), 'evaluator %d left' % pid
+  assert not list(tmp_path.glob('cifar10_benchmark-*'))
