@@ -129,11 +129,9 @@ class _Evaluator(object):
       labels, predictions, summary = self.sess.run(fetches)
       # The input repeats its passes without end, each of num_examples
       # images in whole batches: an evaluation reads one pass.
-      read = 0
       while True:
         np.add.at(confusion, (labels, predictions), 1)
-        read += len(labels)
-        if read >= self.num_examples:
+        if confusion.sum() >= self.num_examples:
           break
         labels, predictions, _ = self.sess.run(fetches)
       seconds = time.time() - start
