@@ -440,7 +440,7 @@ def print_table(figures):
                  '%d steps)' % (f['median'], f['p25'], f['p75'], f['min'],
                                 f['max'], f['samples'])))
     rows.append(('%s, first step after start' % label,
-                 '%.1f s' % f['first_step_s']))
+                 '%.2f s' % f['first_step_s']))
     rows.append(('%s, peak resident memory' % label,
                  '%.0f MB' % f['peak_rss_mb']))
   rows += [

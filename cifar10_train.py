@@ -309,7 +309,7 @@ class _TrainingMonitorHook(tf.train.SessionRunHook):
       # The first step includes graph optimization; time from its end.
       self._last_time, self._last_step = now, step
       self._last_runs = self._runs
-      cifar10_cli.log('first step (step %d) done %.1f s after the process '
+      cifar10_cli.log('first step (step %d) done %.2f s after the process '
                       'started' % (step, cifar10_cli.seconds_since_start()))
     elif (step // self._log_frequency >
           self._last_step // self._log_frequency):
