@@ -378,13 +378,13 @@ def _batch_function(preprocess, data_dir):
       lambda records: preprocess(records, 'the .bin files of %s' % data_dir))
 
 
-def _get_next(dataset):
-  """Batches of (images, labels) from `dataset`."""
+def _get_next(dataset, prefetch=PREFETCH_BATCHES):
+  """Batches of (images, labels) from `dataset`, `prefetch` of them ready."""
   options = tf.data.Options()
   # tf.data's autotuner can hold up closing the session by seconds, and a
   # fixed small parallelism already feeds training several times over.
   options.autotune.enabled = False
-  dataset = dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+  dataset = dataset.prefetch(prefetch).with_options(options)
   return tf.data.make_one_shot_iterator(dataset).get_next()
 
 
@@ -451,7 +451,8 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None, repeat=False):
     num_examples: read only the first `num_examples` images (all if None).
     repeat: after the last batch, serve the same batches again, without end,
       from memory (6,912 bytes an image): later passes read no file and
-      preprocess nothing.
+      preprocess nothing, and the first is preprocessed ahead of the
+      model, all of it.
 
   Returns:
     images: float32 [<= batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
@@ -467,6 +468,14 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None, repeat=False):
   dataset = dataset.batch(batch_size).map(
       _batch_function(_central_batch, data_dir),
       num_parallel_calls=MAP_PARALLELISM)
-  if repeat:
-    dataset = dataset.cache().repeat()
-  return _get_next(dataset)
+  if not repeat:
+    return _get_next(dataset)
+  # The cache holds the whole pass anyway, so let the preprocessing run ahead
+  # through all of it: it then uses the core that the model's first batch
+  # leaves idle while it is set up, and is done early instead of taking
+  # turns with every batch of the model.
+  images = num_records(data_dir, eval_data)
+  if num_examples is not None:
+    images = min(images, num_examples)
+  return _get_next(dataset.cache().repeat(),
+                   prefetch=max(1, -(-images // batch_size)))

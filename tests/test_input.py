@@ -136,6 +136,33 @@ def test_repeated_inputs_serve_the_same_batches_again(data_dir, graph):
       np.testing.assert_array_equal(images, want_images)
 
 
+def _prefetched_batches(graph):
+  """buffer_size of the one PrefetchDataset op in `graph`."""
+  (op,) = [op for op in graph.get_operations()
+           if op.type == 'PrefetchDataset']
+  return tf.get_static_value(op.inputs[1])
+
+
+@pytest.mark.parametrize('eval_data,num_examples,batch_size,expected', [
+    (True, None, 128, 3),  # 300 test images
+    (True, 1000, 128, 3),  # more than there are
+    (False, 250, 100, 3),
+    (False, 320, 32, 10),
+    (True, 300, 1000, 1),
+])
+def test_repeated_inputs_read_the_whole_first_pass_ahead(
+    data_dir, eval_data, num_examples, batch_size, expected):
+  """The pass is kept in memory anyway: its preprocessing runs ahead of the
+  model through all of it. A single pass keeps the usual few batches."""
+  _, batches, _ = data_dir
+  for repeat, want in ((True, expected),
+                       (False, cifar10_input.PREFETCH_BATCHES)):
+    with tf.Graph().as_default() as graph:
+      cifar10_input.inputs(eval_data, batches, batch_size=batch_size,
+                           num_examples=num_examples, repeat=repeat)
+    assert _prefetched_batches(graph) == want
+
+
 def test_evaluation_preprocessing_is_fixed(data_dir, graph):
   _, batches, _ = data_dir
   images, _ = cifar10_input.inputs(True, batches, batch_size=64)
