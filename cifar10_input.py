@@ -471,9 +471,9 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None, repeat=False):
   if not repeat:
     return _get_next(dataset)
   # The cache holds the whole pass anyway, so let the preprocessing run ahead
-  # through all of it: it then uses the core that the model's first batch
-  # leaves idle while it is set up, and is done early instead of taking
-  # turns with every batch of the model.
+  # through all of it, in one burst at the start, while the first batch is
+  # set up and run. Taking turns with every batch of the model instead cost
+  # the model more time than the preprocessing's own.
   images = num_records(data_dir, eval_data)
   if num_examples is not None:
     images = min(images, num_examples)

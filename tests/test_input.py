@@ -148,6 +148,7 @@ def _prefetched_batches(graph):
     (True, 1000, 128, 3),  # more than there are
     (False, 250, 100, 3),
     (False, 320, 32, 10),
+    (False, None, 100, 4),  # 320 training images, not the 300 test ones
     (True, 300, 1000, 1),
 ])
 def test_repeated_inputs_read_the_whole_first_pass_ahead(
