@@ -180,8 +180,12 @@ def bad_size(path, size):
 def num_records(data_dir, eval_data):
   """Number of records in the evaluation (or training) files of `data_dir`."""
   names = EVAL_FILES if eval_data else TRAIN_FILES
-  return sum(tf.io.gfile.stat(path).length // RECORD_BYTES
-             for path in _check_files(data_dir, names))
+  return _count_records(_check_files(data_dir, names))
+
+
+def _count_records(paths):
+  """Number of records in the checked files `paths`."""
+  return sum(tf.io.gfile.stat(path).length // RECORD_BYTES for path in paths)
 
 
 def class_names(data_dir):
@@ -474,7 +478,7 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None, repeat=False):
   # through all of it, in one burst at the start, while the first batch is
   # set up and run. Taking turns with every batch of the model instead cost
   # the model more time than the preprocessing's own.
-  images = num_records(data_dir, eval_data)
+  images = _count_records(paths)
   if num_examples is not None:
     images = min(images, num_examples)
   return _get_next(dataset.cache().repeat(),
