@@ -20,7 +20,8 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
     round watching a directory: its first evaluation (what --run_once
     measures) and the next --later_checkpoints, of checkpoints written one
     after another as a trainer would; the median of the first evaluations
-    and of the later ones.
+    and of the later ones, and of their first batches' time (a session's
+    first batch also pays its set-up).
 
 Each training configuration, the matmul rate and the evaluation run
 --rounds times, interleaved, so that a slow moment of a noisy machine does
@@ -89,7 +90,8 @@ FLOPS_PER_TRAINING_EXAMPLE = 2 * (3 * FORWARD_MACS - 24 * 24 * 64 * 75)
 
 _STEP = re.compile(r': step (\d+), loss = [\d.naif]+ \(([\d.]+) examples/sec')
 _FIRST_STEP = re.compile(r'first step \(step \d+\) done ([\d.]+) s after')
-_EVAL = re.compile(r'evaluated (\d+) images in [\d.]+ s \((\d+) images/sec\)')
+_EVAL = re.compile(r'evaluated (\d+) images in [\d.]+ s \((\d+) images/sec; '
+                   r'first batch (\d+) ms\)')
 _PEAK = re.compile(r'peak memory ([\d.]+) MB')
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -272,8 +274,8 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
   times.
 
   Returns:
-    (images evaluated, [images/sec of each evaluation, the first first]),
-    from the script's own log.
+    (images evaluated, [images/sec of each evaluation, the first first],
+    [ms of each evaluation's first batch]), from the script's own log.
   """
   source = cifar10_cli.latest_checkpoint(train_dir)
   step = cifar10_cli.checkpoint_step(source)
@@ -297,7 +299,7 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
           '--eval_dir=%s' % os.path.join(work, 'eval'),
           '--eval_interval_secs=1', '--num_examples=%d' % examples,
           '--batch_size=%d' % FLAGS.batch_size]
-  rates = []
+  rates, first_batches = [], []
   with tempfile.TemporaryFile('w+') as stderr:
     with subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
                           stderr=stderr, env=_environment(), text=True,
@@ -308,8 +310,9 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
           if not match:
             continue
           # The rate, not count / seconds: the seconds are rounded to 1/100.
-          count, rate = match.groups()
+          count, rate, first_batch = match.groups()
           rates.append(float(rate))
+          first_batches.append(float(first_batch))
           if len(rates) > later:
             break
           publish(len(rates))
@@ -323,7 +326,7 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
       _check_exit(args, proc.returncode, stderr.read())
       raise ValueError('%s stopped after %d evaluations'
                        % (' '.join(args), len(rates)))
-  return int(count), rates
+  return int(count), rates, first_batches
 
 
 def summarize(rates):
@@ -369,7 +372,9 @@ def main(argv=None):  # pylint: disable=unused-argument
                ('train_mixed_precision', 'cifar10_train.py', ['--use_fp16'])]
     results = {name: {'rates': [], 'first_step_s': [], 'peak_rss_mb': []}
                for name, _, _ in configs}
-    first_rates, later_rates = [], []
+    # The first evaluation of each round's evaluator, and the later ones:
+    # their images/sec and their first batches' ms.
+    evaluations = {'first': ([], []), 'later': ([], [])}
     matmul_rates = []
     for round_index in range(1 if smoke else FLAGS.rounds):
       for name, script, extra in configs:
@@ -385,11 +390,12 @@ def main(argv=None):  # pylint: disable=unused-argument
       matmul_rates.append(matmul_flops(256 if smoke else 2048,
                                        5 if smoke else 30) / 1e9)
       # Evaluates the checkpoint this round's float32 run left.
-      figures['eval_images'], rates = evaluate_watching(
+      figures['eval_images'], rates, first_batches = evaluate_watching(
           data_dir, os.path.join(work, 'train_fp32'), work, test_records,
           1 if smoke else FLAGS.later_checkpoints)
-      first_rates.append(rates[0])
-      later_rates += rates[1:]
+      for name, part in (('first', slice(1)), ('later', slice(1, None))):
+        evaluations[name][0].extend(rates[part])
+        evaluations[name][1].extend(first_batches[part])
       cifar10_cli.log('round %d, evaluation: %s images/sec' % (
           round_index + 1, ', '.join('%.0f' % r for r in rates)))
     for name, result in results.items():
@@ -409,9 +415,11 @@ def main(argv=None):  # pylint: disable=unused-argument
     figures['pipeline_to_training'] = (figures['pipeline_images_per_sec'] /
                                        train_rate)
 
-    for name, rates in (('first', first_rates), ('later', later_rates)):
+    for name, (rates, first_batches) in evaluations.items():
       figures['eval_%s_images_per_sec' % name] = float(np.median(rates))
       figures['eval_%s_runs_images_per_sec' % name] = rates
+      figures['eval_%s_first_batch_ms' % name] = float(
+          np.median(first_batches))
 
     print_table(figures)
     _write_json(figures)
@@ -460,10 +468,13 @@ def print_table(figures):
   ]
   for name, label in (('first', 'evaluation, first checkpoint (--run_once)'),
                       ('later', 'evaluation, each later checkpoint')):
-    rows.append((label, '%.0f images/sec over %d images (median of %s)' % (
-        figures['eval_%s_images_per_sec' % name], figures['eval_images'],
-        ', '.join('%.0f' % r
-                  for r in figures['eval_%s_runs_images_per_sec' % name]))))
+    rows.append((label, '%.0f images/sec over %d images (median of %s); '
+                 'first batch %.0f ms' % (
+                     figures['eval_%s_images_per_sec' % name],
+                     figures['eval_images'],
+                     ', '.join('%.0f' % r for r in
+                               figures['eval_%s_runs_images_per_sec' % name]),
+                     figures['eval_%s_first_batch_ms' % name])))
   width = max(len(r[0]) for r in rows)
   for label, value in rows:
     print('%-*s  %s' % (width, label, value))

@@ -99,7 +99,8 @@ class _Evaluator(object):
 
     Returns:
       (global step, confusion matrix [true, predicted] as int64 numpy array,
-      seconds the images took from the first batch to the last).
+      (seconds of the first batch, seconds from the first batch to the
+      last)). The first batch of a session also pays its set-up.
 
     Raises:
       tf.errors.NotFoundError: if the checkpoint was deleted meanwhile.
@@ -127,6 +128,7 @@ class _Evaluator(object):
       self.sess.run(self.local_init)
       start = time.time()
       labels, predictions, summary = self.sess.run(fetches)
+      first_batch = time.time() - start
       # The input repeats its passes without end, each of num_examples
       # images in whole batches: an evaluation reads one pass.
       while True:
@@ -146,7 +148,7 @@ class _Evaluator(object):
                       % cifar10_cli.one_line(error)) from error
       raise
     self._write_summaries(summary, step, confusion)
-    return step, confusion, seconds
+    return step, confusion, (first_batch, seconds)
 
   def _write_summaries(self, summary_str, step, confusion):
     summary = tf.Summary()
@@ -255,12 +257,13 @@ class _Stop(object):
 
 
 def _evaluate_and_report(evaluator, checkpoint):
-  step, confusion, seconds = evaluator.evaluate(checkpoint)
+  step, confusion, (first_batch, seconds) = evaluator.evaluate(checkpoint)
   figures = report(confusion, evaluator.class_names, step, checkpoint)
   print_report(figures)
-  cifar10_cli.log('evaluated %d images in %.2f s (%.0f images/sec)'
-                  % (figures['num_examples'], seconds,
-                     figures['num_examples'] / seconds))
+  cifar10_cli.log('evaluated %d images in %.2f s (%.0f images/sec; first '
+                  'batch %.0f ms)' % (figures['num_examples'], seconds,
+                                      figures['num_examples'] / seconds,
+                                      1000 * first_batch))
   if FLAGS.report_json:
     cifar10_cli.write_json('report_json', figures)
 

@@ -37,6 +37,9 @@ def test_benchmark_smoke_mode_reports_every_figure(tmp_path):
     rate = figures['eval_%s_images_per_sec' % name]
     assert rate > 0
     assert figures['eval_%s_runs_images_per_sec' % name] == [rate]
+    # Within the whole evaluation's time, 256 images at this rate (both
+    # rounded in the log: 1 ms of slack).
+    assert 0 < figures['eval_%s_first_batch_ms' % name] <= 1000 * 256 / rate + 1
   assert 'evaluation, each later checkpoint' in proc.stdout
   assert 'ratio of float32 training to matmul rate' in proc.stdout
 
