@@ -164,20 +164,6 @@ def test_repeated_inputs_read_the_whole_first_pass_ahead(
     assert _prefetched_batches(graph) == want
 
 
-def test_evaluation_input_equals_preprocess_for_eval(data_dir, graph):
-  """The evaluator's images are, bit for bit, those of preprocess_for_eval
-  (prediction and the exported model), though the evaluator's input crops
-  before it moves the channels last."""
-  _, batches, written = data_dir
-  _, images = written['test_batch.bin']
-  got, _ = cifar10_input.inputs(True, batches, batch_size=len(images))
-  want = cifar10_input.preprocess_for_eval(tf.constant(images))
-  with tf.Session() as sess:
-    got, want = sess.run([got, want])
-  assert got.shape == (len(images), 24, 24, 3)
-  np.testing.assert_array_equal(got, want)
-
-
 def test_evaluation_preprocessing_is_fixed(data_dir, graph):
   _, batches, _ = data_dir
   images, _ = cifar10_input.inputs(True, batches, batch_size=64)
