@@ -166,8 +166,15 @@ def check_url(data_url):
     raise DownloadError(
         'unsupported data URL %r: use an https://, http:// or file:// URL'
         % (data_url,))
-  if scheme != 'file' and not parts.hostname:
-    raise DownloadError('data URL %r names no host' % (data_url,))
+  if scheme != 'file':
+    if not parts.hostname:
+      raise DownloadError('data URL %r names no host' % (data_url,))
+    try:
+      # What urlopen does to the host: an empty or overlong label (a typo
+      # like 'www..cs.toronto.edu') fails here, not as a network error.
+      parts.hostname.encode('idna')
+    except UnicodeError as e:
+      raise DownloadError('bad host in data URL %r (%s)' % (data_url, e))
   return scheme
 
 

@@ -555,7 +555,9 @@ def test_missing_file_url_is_reported(tmp_path, data_dir):
 
 @pytest.mark.parametrize('url', ['ftp://example.com/cifar.tar.gz',
                                  '/home/me/cifar-10-binary.tar.gz',
-                                 'http:///no-host.tar.gz'])
+                                 'http:///no-host.tar.gz',
+                                 'https://www..cs.toronto.edu/c.tar.gz',
+                                 'https://%s.example.com/c.tar.gz' % ('x' * 64)])
 def test_unsupported_url_is_rejected_before_any_write(data_dir, url):
   with pytest.raises(DownloadError) as info:
     cifar10_download.maybe_download_and_extract(data_dir, url)
