@@ -268,10 +268,8 @@ def _crop_and_standardize(planes, offset_height, offset_width, flip,
   brightness = tf.cast(brightness, tf.float64)[:, None]
   contrast = tf.cast(contrast, tf.float64)[:, None]
   # After brightness and contrast, pixel x of channel c is
-  #   (x + brightness - bright_mean[c]) * contrast + bright_mean[c]
-  #   = x * contrast + offset[c].
+  #   (x - mean[c]) * contrast + bright_mean[c].
   bright_mean = mean + brightness
-  offset = bright_mean - mean * contrast
   image_mean = tf.reduce_mean(bright_mean, axis=1, keepdims=True)
   # Its variance: within the channels, plus that of the channel means.
   image_variance = (tf.square(contrast[:, 0]) * tf.reduce_mean(variance, 1) +
@@ -281,10 +279,12 @@ def _crop_and_standardize(planes, offset_height, offset_width, flip,
                       1.0 / (count * DEPTH) ** 0.5)[:, None]
   # Pixel x of channel c maps to (x - center[c]) * scale + shift[c]: the
   # integers next to the channel means, subtracted exactly, keep a nearly
-  # flat image's scaled values small, so that they lose few digits.
+  # flat image's scaled values small, so that they lose few digits. Each
+  # difference in shift is exactly 0 for a flat gray image (its sums and
+  # the brightness are exact in float64), which so comes out exactly 0.
   center = tf.round(mean)
   scale = contrast / stddev
-  shift = (offset - image_mean) / stddev + center * scale
+  shift = ((bright_mean - image_mean) + (center - mean) * contrast) / stddev
   def per_column(values):  # [batch, 3] -> [batch, 1, size * 3]
     return tf.tile(tf.cast(values, tf.float32), [1, size])[:, None, :]
   images = ((pixels - per_column(center)) *

@@ -286,6 +286,23 @@ def test_crop_and_standardize_is_the_tutorials_sequence(graph):
   assert not got[0].any()
 
 
+def test_flat_gray_images_standardize_to_exactly_zero(graph):
+  """Whatever the crop, flip, brightness and contrast: the deviation is 0,
+  and no rounding of the per-image terms is left over."""
+  rng = np.random.RandomState(0)
+  count = 500
+  values = rng.randint(0, 256, count).astype(np.uint8)
+  planes = np.broadcast_to(values[:, None, None, None], (count, 3, 32, 32))
+  got = cifar10_input._crop_and_standardize(  # pylint: disable=protected-access
+      planes, rng.randint(0, 9, count).astype(np.int32),
+      rng.randint(0, 9, count).astype(np.int32), rng.rand(count) < 0.5,
+      rng.uniform(-63, 63, count).astype(np.float32),
+      rng.uniform(0.2, 1.8, count).astype(np.float32))
+  with tf.Session() as sess:
+    got = sess.run(got)
+  assert not got.any(), np.abs(got).max()
+
+
 def test_distorted_labels_follow_images(data_dir, graph):
   """Labels stay with their images through shuffling: the pattern images
   of a class have their light in channel label % 3."""
