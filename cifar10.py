@@ -229,14 +229,33 @@ def maybe_download_and_extract():
 
   Returns:
     The directory with the `.bin` files.
+
+  Raises:
+    cifar10_cli.UsageError: see `batches_dir`.
   """
+  batches_dir()
   return cifar10_download.maybe_download_and_extract(
       FLAGS.data_dir, FLAGS.data_url, FLAGS.data_sha256)
 
 
 def batches_dir():
-  """The directory with the `.bin` files: <--data_dir>/cifar-10-batches-bin."""
-  return os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR)
+  """The directory with the `.bin` files: <--data_dir>/cifar-10-batches-bin.
+
+  Raises:
+    cifar10_cli.UsageError: if --data_dir is that directory itself (it holds
+      the `.bin` files and no cifar-10-batches-bin/), a slip that would
+      otherwise download the data set again, into it.
+  """
+  path = os.path.join(FLAGS.data_dir, cifar10_input.BATCHES_DIR)
+  if not tf.io.gfile.exists(path) and any(
+      tf.io.gfile.exists(os.path.join(FLAGS.data_dir, name))
+      for name in cifar10_input.TRAIN_FILES + cifar10_input.EVAL_FILES):
+    raise cifar10_cli.UsageError(
+        '--data_dir=%s holds the CIFAR-10 .bin files itself: give the '
+        'directory above it, --data_dir=%s' % (
+            FLAGS.data_dir,
+            os.path.dirname(os.path.abspath(FLAGS.data_dir))))
+  return path
 
 
 def distorted_inputs():

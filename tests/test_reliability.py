@@ -262,6 +262,24 @@ def test_training_downloads_from_a_mirror(tmp_path):
           'test_batch.bin').stat().st_size == 40 * 3073
 
 
+@pytest.mark.parametrize('script, flag', [('cifar10_train.py', 'train_dir'),
+                                          ('cifar10_eval.py', 'eval_dir')])
+def test_data_dir_one_level_too_deep(tmp_path, data_dir, script, flag):
+  """--data_dir naming cifar-10-batches-bin itself: an error that gives the
+  right value, not a second download into it."""
+  batches = tmp_path / cifar_testdata.BATCHES_DIR
+  shutil.copytree(data_dir[1], str(batches))
+  before = sorted(os.listdir(str(batches)))
+  proc = run_script(script, '--data_dir=%s' % batches,
+                    '--%s=%s' % (flag, tmp_path / 'out'),
+                    '--data_url=http://127.0.0.1:9/cifar-10-binary.tar.gz',
+                    env={'CIFAR10_DOWNLOAD_RETRY_SECONDS': '0.05'})
+  assert _one_line_error(proc, script, 2) == (
+      '--data_dir=%s holds the CIFAR-10 .bin files itself: give the '
+      'directory above it, --data_dir=%s' % (batches, tmp_path))
+  assert sorted(os.listdir(str(batches))) == before
+
+
 def test_offline_names_url_and_manual_path(tmp_path):
   proc = run_script('cifar10_train.py', '--data_dir=%s' % (tmp_path / 'data'),
                     '--train_dir=%s' % (tmp_path / 'train'),
