@@ -122,17 +122,22 @@ class Task(collections.namedtuple('Task', ['jobs', 'job_name', 'task_index',
         self.name, self.address)
 
 
+# A host name or IPv4 address, or an IPv6 address in brackets; a port of
+# up to 5 digits. Anything else (a space, a scheme such as http://) would
+# only fail once the servers start, as a timeout or a misleading error.
+_ADDRESS = re.compile(r'(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})')
+
+
 def split_address(address):
-  """'host:port' -> (host, port); an IPv6 host may be in brackets.
+  """'host:port' -> (host, port); an IPv6 host is in brackets.
 
   Raises:
     ValueError: if `address` is not host:port with a port of 1-65535.
   """
-  host, sep, port = address.rpartition(':')
-  if (not sep or not host or not port.isdigit()
-      or not 0 < int(port) < 65536):
+  match = _ADDRESS.fullmatch(address)
+  if not match or not 0 < int(match.group(2)) < 65536:
     raise ValueError('%r is not host:port' % address)
-  return host.strip('[]'), int(port)
+  return match.group(1).strip('[]'), int(match.group(2))
 
 
 def _addresses(where, addresses):
@@ -169,11 +174,13 @@ def _task(ps, workers, job_name, task_index, source, names):
                                    'least one' % (names[job], job))
   seen = set()
   for address in ps + workers:
-    if address in seen:
+    # Host names are case-insensitive, and a port is a number.
+    host, port = split_address(address)
+    if (host.lower(), port) in seen:
       raise cifar10_cli.UsageError(
           '%s is listed twice in the cluster: each task needs its own '
           'host:port' % address)
-    seen.add(address)
+    seen.add((host.lower(), port))
   return Task(jobs, job_name, task_index, source)
 
 
@@ -186,12 +193,17 @@ def _task_from_tf_config(text):
   if not isinstance(config, dict):
     raise cifar10_cli.UsageError('TF_CONFIG must be a JSON object with '
                                  '"cluster" and "task"')
-  cluster = config.get('cluster')
-  if not cluster:
-    return None  # TF_CONFIG without a cluster: not cluster training.
-  if not isinstance(cluster, dict):
+  cluster, task = config.get('cluster'), config.get('task')
+  if cluster is not None and not isinstance(cluster, dict):
     raise cifar10_cli.UsageError('TF_CONFIG "cluster" must map job names to '
                                  'lists of "host:port"')
+  if not cluster:
+    if task:
+      # A misspelt key, say: training alone would write its own checkpoints.
+      raise cifar10_cli.UsageError(
+          'TF_CONFIG has a "task" (%s) but no "cluster" listing the tasks'
+          % json.dumps(task, sort_keys=True))
+    return None  # TF_CONFIG without a cluster: not cluster training.
   for job, addresses in sorted(cluster.items()):
     if job not in _TF_CONFIG_JOBS:
       raise cifar10_cli.UsageError(
@@ -206,7 +218,6 @@ def _task_from_tf_config(text):
   if len(chief) > 1:
     raise cifar10_cli.UsageError('TF_CONFIG cluster "chief" lists %d tasks; '
                                  'there is one chief' % len(chief))
-  task = config.get('task')
   if not isinstance(task, dict):
     raise cifar10_cli.UsageError('TF_CONFIG has no "task" saying which task '
                                  'of the cluster this process is')

@@ -518,6 +518,31 @@ def test_bad_cluster_is_a_one_line_usage_error(args, env, message, tmp_path):
      '--task_index=1 is out of range: --ps_hosts lists 1 task(s)'),
     (('a:1', 'a:1,b:2', 'worker', 0), None,
      'a:1 is listed twice in the cluster: each task needs its own host:port'),
+    # The same task written another way.
+    (('a:2222', 'A:2222,b:2', 'worker', 0), None,
+     'A:2222 is listed twice in the cluster: each task needs its own '
+     'host:port'),
+    (('a:2222', 'a:02222,b:2', 'worker', 0), None,
+     'a:02222 is listed twice in the cluster: each task needs its own '
+     'host:port'),
+    # Addresses that would only fail once the servers start.
+    (('local host:1', 'b:2', 'worker', 0), None,
+     "--ps_hosts: 'local host:1' is not host:port"),
+    (('http://p:1', 'b:2', 'worker', 0), None,
+     "--ps_hosts: 'http://p:1' is not host:port"),
+    (('', '', None, 0), '{"cluster": {"ps": [" a:1"], "worker": ["b:1"]}, '
+     '"task": {"type": "ps"}}',
+     "TF_CONFIG cluster \"ps\": ' a:1' is not host:port"),
+    # A task without a usable cluster: not training alone, silently.
+    (('', '', None, 0), '{"clusters": {"ps": ["a:1"], "worker": ["b:1"]}, '
+     '"task": {"type": "worker", "index": 1}}',
+     'TF_CONFIG has a "task" ({"index": 1, "type": "worker"}) but no '
+     '"cluster" listing the tasks'),
+    (('', '', None, 0), '{"cluster": {}, "task": {"type": "worker"}}',
+     'TF_CONFIG has a "task" ({"type": "worker"}) but no "cluster" listing '
+     'the tasks'),
+    (('', '', None, 0), '{"cluster": [], "task": {"type": "worker"}}',
+     'TF_CONFIG "cluster" must map job names to lists of "host:port"'),
     (('', '', None, 3), None,
      '--task_index=3 needs --job_name, --ps_hosts and --worker_hosts'),
     (('', '', None, 0), '[1]',
@@ -573,7 +598,8 @@ def test_cluster_from_flags_and_tf_config():
                        'task': {'type': 'chief', 'index': 0}})
   assert cifar10_cluster.parse_cluster('', '', None, 0, config).is_chief
   # No cluster: training on this machine.
-  for tf_config in (None, '', '{}', '{"cluster": {}, "task": {}}'):
+  for tf_config in (None, '', '{}', '{"cluster": {}, "task": {}}',
+                    '{"cluster": null}'):
     assert cifar10_cluster.parse_cluster('', '', None, 0, tf_config) is None
 
 
