@@ -345,10 +345,8 @@ def main(argv=None):  # pylint: disable=unused-argument
   warmup = 2 if smoke else FLAGS.warmup
   if FLAGS.json:
     cifar10_cli.check_output_file('json')
-  # SIGTERM as an exception, so that the cleanups run: the evaluator is
-  # stopped and the temporary data removed.
-  signal.signal(signal.SIGTERM,
-                lambda signum, unused_frame: sys.exit(128 + signum))
+  # The evaluator is stopped and the temporary data removed.
+  cifar10_cli.exit_on_sigterm()
   work = tempfile.mkdtemp(prefix='cifar10_benchmark-')
   try:
     data_dir = os.path.join(work, 'data')

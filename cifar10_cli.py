@@ -151,6 +151,14 @@ def run(main):
   app.run(guarded, flags_parser=_parse_flags)
 
 
+def exit_on_sigterm():
+  """Makes SIGTERM exit through Python (status 143), so that `finally`
+  blocks remove what they must: its default action ends the process at
+  once. Call it from the main thread."""
+  signal.signal(signal.SIGTERM,
+                lambda signum, unused_frame: sys.exit(128 + signum))
+
+
 def _report(error, status):
   if FLAGS.verbose:
     traceback.print_exc()

@@ -21,7 +21,8 @@ serve `--model_base_path=<base>`. `tf.saved_model.load` loads it too.
 An existing non-empty --export_dir is never overwritten. The model is written
 to a temporary directory next to it and renamed into place when complete, so
 a server watching the base directory never sees half a model, and a failed
-export leaves nothing behind. (Remote paths such as gs://, which cannot rename
+or stopped (Ctrl-C, SIGTERM) export leaves nothing behind, not even the
+parent directories it made. (Remote paths such as gs://, which cannot rename
 directories, are written in place.)
 """
 
@@ -95,23 +96,31 @@ def check_export_dir(export_dir):
         'number for TensorFlow Serving' % (export_dir, len(names)))
 
 
-def _staging_dir(export_dir):
+def _staging_dir(export_dir, made):
   """An empty directory next to `export_dir`, to be renamed to it.
 
   Next to it, so the rename stays on one filesystem and is atomic.
+
+  Args:
+    export_dir: the --export_dir flag.
+    made: list to which the parent directories this creates are added,
+      innermost first.
 
   Raises:
     ValueError: if the parent cannot be created or written.
   """
   path = os.path.abspath(export_dir)
   parent = os.path.dirname(path)
+  missing = parent
+  while not os.path.exists(missing):
+    made.append(missing)
+    missing = os.path.dirname(missing)
   try:
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(
+    return tempfile.mkdtemp(
         prefix='.%s.export-' % os.path.basename(path), dir=parent)
   except OSError as e:
     raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
-  return staging
 
 
 def _make_public(directory):
@@ -189,8 +198,10 @@ def export(checkpoint, export_dir):
     # Remote filesystems have no atomic directory rename: write in place.
     write_saved_model(checkpoint, export_dir)
     return
-  staging = _staging_dir(export_dir)
+  made = []
+  staging = None
   try:
+    staging = _staging_dir(export_dir, made)
     _make_public(staging)
     write_saved_model(checkpoint, staging)
     try:
@@ -199,13 +210,22 @@ def export(checkpoint, export_dir):
     except OSError as e:
       raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
   finally:
-    # Only our own temporary directory, left when anything failed.
-    if os.path.isdir(staging):
-      shutil.rmtree(staging, ignore_errors=True)
+    # When anything failed: only our own temporary directory, and the
+    # parents made for it while they are still empty.
+    if staging is None or os.path.isdir(staging):
+      if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+      for directory in made:
+        try:
+          os.rmdir(directory)
+        except OSError:
+          break
 
 
 def main(argv=None):  # pylint: disable=unused-argument
   checkpoint = cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)
+  # A stopped export, too, leaves nothing behind.
+  cifar10_cli.exit_on_sigterm()
   export(checkpoint, FLAGS.export_dir)
   cifar10_cli.log('exported %s (step %d) to %s'
                   % (checkpoint, cifar10_cli.checkpoint_step(checkpoint),

@@ -8,8 +8,11 @@ inference, moving averages), independently of `cifar10.predict`.
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -351,7 +354,7 @@ def bad_runs(trained, image_files, tmp_path_factory):
   cases = {}
   for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
                'export_no_checkpoint', 'export_not_empty',
-               'export_unwritable'):
+               'export_unwritable', 'export_damaged_checkpoint'):
     (root / case).mkdir()
   bogus = root / 'non_image' / 'notes.png'
   bogus.write_text('not an image at all\n')
@@ -381,6 +384,16 @@ def bad_runs(trained, image_files, tmp_path_factory):
   blocker.write_text('x')
   cases['export_unwritable'] = ('cifar10_export.py', checkpoints,
                                 '--export_dir=' + str(blocker / 'model' / '1'))
+
+  # Found only once the checkpoint is read, after the export's parent
+  # directories are made.
+  damaged = root / 'export_damaged_checkpoint' / 'train'
+  shutil.copytree(trained['train_dir'], str(damaged))
+  for data in damaged.glob('*.data-*'):
+    data.write_bytes(data.read_bytes()[:1000])
+  cases['export_damaged_checkpoint'] = (
+      'cifar10_export.py', '--checkpoint_dir=' + str(damaged),
+      '--export_dir=' + str(damaged.parent / 'new' / 'models' / '1'))
 
   procs = {case: cifar_testdata.start_script(*args, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE)
@@ -433,6 +446,34 @@ def test_export_refuses_non_empty_dir(bad_runs):
   assert (mine / 'notes.txt').read_text() == 'keep me'
   assert os.listdir(str(mine / 'variables')) == []
   assert os.listdir(str(directory)) == ['mine']
+
+
+def test_failed_export_removes_the_directories_it_made(bad_runs):
+  proc, directory = bad_runs['export_damaged_checkpoint']
+  assert 'cannot read checkpoint' in _error_line(proc, 'cifar10_export.py')
+  assert os.listdir(str(directory)) == ['train']
+
+
+def test_stopped_export_leaves_nothing(trained, tmp_path):
+  """SIGTERM while the model is written: the temporary directory and the
+  parents made for it are removed."""
+  proc = cifar_testdata.start_script(
+      'cifar10_export.py', '--checkpoint_dir=' + trained['train_dir'],
+      '--export_dir=' + str(tmp_path / 'models' / '1'),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    deadline = time.time() + 120
+    while not (tmp_path / 'models').exists() and time.time() < deadline:
+      time.sleep(0.01)
+    assert (tmp_path / 'models').exists(), 'the export never started'
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 128 + signal.SIGTERM
+  assert os.listdir(str(tmp_path)) == []
 
 
 def test_export_unwritable_dir(bad_runs):
