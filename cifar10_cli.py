@@ -132,6 +132,16 @@ def run(main):
   """
 
   def guarded(argv):
+    try:
+      return errors_reported(argv)
+    except BaseException:
+      if _terminated:
+        # exit_on_sigterm's exit, raised wherever the main thread was, can
+        # come out of library code as another error.
+        fail('terminated (SIGTERM)', 128 + _terminated[0])
+      raise
+
+  def errors_reported(argv):
     # The scripts are TensorFlow 1.x programs: graphs and sessions.
     tf.disable_eager_execution()
     try:
@@ -151,12 +161,18 @@ def run(main):
   app.run(guarded, flags_parser=_parse_flags)
 
 
+_terminated = []  # The SIGTERM that exit_on_sigterm turned into an exit.
+
+
 def exit_on_sigterm():
-  """Makes SIGTERM exit through Python (status 143), so that `finally`
-  blocks remove what they must: its default action ends the process at
-  once. Call it from the main thread."""
-  signal.signal(signal.SIGTERM,
-                lambda signum, unused_frame: sys.exit(128 + signum))
+  """Makes SIGTERM exit through Python (status 143, with a one-line
+  message under `run`), so that `finally` blocks remove what they must:
+  its default action ends the process at once. Call it from the main
+  thread."""
+  def handler(signum, unused_frame):
+    _terminated.append(signum)
+    sys.exit(128 + signum)
+  signal.signal(signal.SIGTERM, handler)
 
 
 def _report(error, status):
