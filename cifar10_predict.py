@@ -3,8 +3,9 @@
   python cifar10_predict.py [--checkpoint_dir=/tmp/cifar10_train] [--top_k=3]
       IMAGE [IMAGE ...]
 
-Each IMAGE is a PNG or JPEG file (GIF and BMP work too) of any size, colour
-or grayscale. It is decoded by TensorFlow (as stored: EXIF orientation is
+Each IMAGE is a PNG or JPEG file (GIF and BMP work too, but not a BMP with a
+colour palette) of any size TensorFlow decodes (JPEGs up to about 179
+megapixels), colour or grayscale. It is decoded by TensorFlow (as stored: EXIF orientation is
 not applied), resized to 32x32 when it is not already (the aspect ratio is
 not kept), and classified by `cifar10.predict` with the moving averages of the
 weights from the newest checkpoint in --checkpoint_dir, as cifar10_eval.py
@@ -23,6 +24,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
+import struct
 import sys
 
 import numpy as np
@@ -59,6 +61,29 @@ def read_file(path):
       return f.read()
   except (OSError, tf.errors.OpError) as e:
     raise ValueError('cannot read %s: %s' % (path, cifar10_cli.one_line(e)))
+
+
+def colour_palette_bmp(contents):
+  """Whether `contents` is an 8-bit BMP with a palette of colours.
+
+  TensorFlow's BMP decoder reads the 8-bit values as gray levels and
+  ignores the palette: right for a grayscale BMP, whose palette maps each
+  value to that gray, silently wrong for any other.
+  """
+  if contents[:2] != b'BM' or len(contents) < 54:
+    return False
+  header_size, = struct.unpack_from('<I', contents, 14)
+  bits, = struct.unpack_from('<H', contents, 28)
+  colours, = struct.unpack_from('<I', contents, 46)
+  if header_size < 40 or bits != 8:
+    return False
+  colours = colours or 256
+  # Entries of blue, green, red and a reserved byte, after the header.
+  table = np.frombuffer(contents[14 + header_size:], np.uint8)
+  if len(table) < 4 * colours:
+    return False  # Cut short: TensorFlow's decoder reports it.
+  table = table[:4 * colours].reshape(-1, 4)[:, :3]
+  return not (table == np.arange(colours)[:, None]).all()
 
 
 class Classifier(object):
@@ -100,6 +125,9 @@ class Classifier(object):
     Raises:
       ValueError: naming `path`.
     """
+    if colour_palette_bmp(contents):
+      raise ValueError('%s is a BMP with a colour palette, which TensorFlow '
+                       'decodes as gray levels: convert it to PNG' % path)
     try:
       return self.sess.run(self.image_size, {self.contents: contents})
     except tf.errors.OpError as e:

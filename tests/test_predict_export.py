@@ -117,6 +117,8 @@ def image_files(trained):
       originals[1])
   add('wide.png', originals[2].repeat(4, axis=1), originals[2])
   add('gray.png', originals[3][:, :, 1], originals[3][:, :, 1:2].repeat(3, 2))
+  # 8 bits a pixel, with a palette of grays: what TensorFlow's decoder reads.
+  add('gray.bmp', originals[3][:, :, 2], originals[3][:, :, 2:].repeat(3, 2))
   rgba = np.concatenate([originals[4], np.full((32, 32, 1), 77, np.uint8)],
                         axis=2)
   add('alpha.png', rgba, originals[4])
@@ -322,8 +324,9 @@ def test_export_loads_and_agrees(trained, image_files, predicted,
   assert loaded.returncode == 0, loaded.stderr
   result = json.loads(loaded.stdout.strip().splitlines()[-1])
   assert result['input'] == ['uint8', [None, 32, 32, 3]]
-  assert result['outputs'] == {'probabilities': ['float32', [6, 10]],
-                               'classes': ['int64', [6]]}
+  count = len(image_files)
+  assert result['outputs'] == {'probabilities': ['float32', [count, 10]],
+                               'classes': ['int64', [count]]}
   probabilities = np.array(result['probabilities'])
   expected = reference_probabilities(trained['checkpoint'], images)
   # The moving averages, as evaluation and prediction use.
@@ -354,12 +357,17 @@ def bad_runs(trained, image_files, tmp_path_factory):
   cases = {}
   for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
                'export_no_checkpoint', 'export_not_empty',
-               'export_unwritable', 'export_damaged_checkpoint'):
+               'export_unwritable', 'export_damaged_checkpoint',
+               'palette_bmp'):
     (root / case).mkdir()
   bogus = root / 'non_image' / 'notes.png'
   bogus.write_text('not an image at all\n')
   cases['non_image'] = ('cifar10_predict.py', checkpoints, image_files[0][0],
                         str(bogus))
+  palette = root / 'palette_bmp' / 'red.bmp'
+  Image.new('RGB', (32, 32), (255, 0, 0)).convert(
+      'P', palette=Image.ADAPTIVE).save(str(palette))
+  cases['palette_bmp'] = ('cifar10_predict.py', checkpoints, str(palette))
   cases['missing_file'] = ('cifar10_predict.py', checkpoints,
                            str(root / 'missing_file' / 'nowhere.jpg'))
   empty = root / 'predict_no_checkpoint' / 'no_checkpoints'
@@ -418,6 +426,16 @@ def test_predict_rejects_non_image(bad_runs, image_files):
   assert 'cannot be read as an image (PNG, JPEG, GIF or BMP)' in line
   # Checked before anything is classified: no partial output.
   assert image_files[0][0] + ':' not in proc.stdout
+
+
+def test_predict_rejects_colour_palette_bmp(bad_runs):
+  """TensorFlow would read its palette indices as gray levels."""
+  proc, directory = bad_runs['palette_bmp']
+  assert _error_line(proc, 'cifar10_predict.py') == (
+      'cifar10_predict.py: error: %s is a BMP with a colour palette, which '
+      'TensorFlow decodes as gray levels: convert it to PNG'
+      % (directory / 'red.bmp'))
+  assert not proc.stdout
 
 
 def test_predict_rejects_missing_file(bad_runs):
