@@ -445,6 +445,16 @@ def latest_checkpoint(checkpoint_dir):
 
 
 def checkpoint_step(checkpoint_path):
-  """The global step saved in a checkpoint."""
+  """The global step saved in a checkpoint.
+
+  Raises:
+    ValueError: naming the checkpoint if it has none.
+    tf.errors.NotFoundError: if the checkpoint is gone.
+  """
   with _reading(checkpoint_path):
-    return int(tf.train.load_variable(checkpoint_path, 'global_step'))
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    # Not NotFoundError, which would pass for a checkpoint deleted meanwhile.
+    if not reader.has_tensor('global_step'):
+      raise ValueError('checkpoint %s has no variable global_step: it was '
+                       'written by a different model' % checkpoint_path)
+    return int(reader.get_tensor('global_step'))

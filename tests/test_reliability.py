@@ -336,6 +336,31 @@ def test_checkpoint_of_another_model(data_dir, tmp_path, script):
   assert after == before
 
 
+@pytest.mark.parametrize('script', ['cifar10_train.py', 'cifar10_eval.py'])
+def test_checkpoint_without_global_step(data_dir, checkpoint, tmp_path,
+                                        script):
+  """Every variable but the global step (weights saved by another program):
+  an error, not taken for a checkpoint that the trainer deleted (which the
+  evaluator skips, successfully)."""
+  other = str(tmp_path / 'other')
+  reader = tf.train.load_checkpoint(checkpoint)
+  with tf.Graph().as_default():
+    copies = [tf.Variable(reader.get_tensor(name), name=name)
+              for name in reader.get_variable_to_shape_map()
+              if name != 'global_step']
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      tf.train.Saver(copies).save(sess, os.path.join(other, 'model.ckpt-7'))
+  args = (['--train_dir=%s' % other, '--max_steps=10'] if script ==
+          'cifar10_train.py' else ['--checkpoint_dir=%s' % other, '--run_once',
+                                   '--num_examples=300',
+                                   '--eval_dir=%s' % (tmp_path / 'e')])
+  proc = run_script(script, '--data_dir=%s' % data_dir[0], *args)
+  assert _one_line_error(proc, script, 1) == (
+      'checkpoint %s has no variable global_step: it was written by a '
+      'different model' % os.path.join(other, 'model.ckpt-7'))
+
+
 def _copy_with_relative_state(train_dir, copy):
   """A copy of a --train_dir whose state file names its own checkpoints (a
   plain copy's names the original's, by absolute paths)."""
