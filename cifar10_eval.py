@@ -245,13 +245,16 @@ def _fingerprint(checkpoint):
 
 
 class _Stop(object):
-  """SIGINT/SIGTERM end the watch between evaluations."""
+  """SIGINT/SIGTERM end the watch once the evaluation under way is done; a
+  second one ends the process at once."""
   signum = None
 
   @classmethod
   def install(cls):
     def handler(signum, unused_frame):
       cls.signum = signum
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      cifar10_cli.exit_on_sigterm()
     for signum in (signal.SIGINT, signal.SIGTERM):
       signal.signal(signum, handler)
 
@@ -292,7 +295,10 @@ def evaluate(data_dir):
     if not pending:
       cifar10_cli.log('no checkpoint in --checkpoint_dir=%s yet; waiting for '
                       'one' % FLAGS.checkpoint_dir)
-  _Stop.install()
+  if not FLAGS.run_once:
+    # One evaluation and no more is what --run_once does anyway: there,
+    # the signals keep their usual effect.
+    _Stop.install()
   try:
     return _watch(evaluator, pending, seen)
   finally:
@@ -304,6 +310,8 @@ def _watch(evaluator, pending, seen):
   `seen` as it appears; returns the exit status."""
   while True:
     for checkpoint in pending:
+      if _Stop.signum is not None:
+        break
       try:
         _evaluate_and_report(evaluator, checkpoint)
       except tf.errors.NotFoundError:

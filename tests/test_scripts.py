@@ -217,6 +217,47 @@ def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
                                     expected.sum(axis=1))
 
 
+class _SignalingEvaluator(object):
+  """Stands in for cifar10_eval._Evaluator: each evaluation sends this
+  process the signals listed for its checkpoint."""
+  class_names = ['class%d' % i for i in range(10)]
+
+  def __init__(self, signals):
+    self.signals = signals
+    self.evaluated = []
+
+  def evaluate(self, checkpoint):
+    self.evaluated.append(checkpoint)
+    for signum in self.signals.get(checkpoint, ()):
+      os.kill(os.getpid(), signum)
+    confusion = np.eye(10, dtype=np.int64)
+    return len(self.evaluated), confusion, (0.0, 1.0)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_eval_watch_stops_after_the_evaluation_under_way(flags, signum):
+  """A signal during the first of three pending evaluations: that one is
+  reported, the others are not; a second signal acts at once."""
+  import cifar10_eval  # pylint: disable=g-import-not-at-top
+  flags.run_once = False
+  flags.eval_interval_secs = 300
+  saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    cifar10_eval._Stop.signum = None
+    cifar10_eval._Stop.install()
+    evaluator = _SignalingEvaluator({'a': [signum]})
+    assert cifar10_eval._watch(evaluator, ['a', 'b', 'c'], set()) == 0
+    assert evaluator.evaluated == ['a']
+    again = KeyboardInterrupt if signum == signal.SIGINT else SystemExit
+    with pytest.raises(again):
+      os.kill(os.getpid(), signum)
+      time.sleep(1)  # The handler runs at the next bytecode.
+  finally:
+    cifar10_eval._Stop.signum = None
+    for s, handler in saved.items():
+      signal.signal(s, handler)
+
+
 def test_eval_on_training_data(trained, tmp_path):
   """--eval_data=train_eval reads the five training files (320 images in
   the test data; the test file has 300)."""
