@@ -357,7 +357,17 @@ def write_json(flag, data):
 
 def write_atomically(path, text):
   """Writes `text` to `path` through a temporary file renamed over it, so
-  that no reader sees half of it; nothing is left behind on failure."""
+  that no reader sees half of it; nothing is left behind on failure.
+
+  A symbolic link's target is what is replaced, not the link. A path that
+  is there but is not a regular file (a FIFO, /dev/stdout) is written to
+  as it is: a rename would put a file in its place.
+  """
+  path = os.path.realpath(path)
+  if os.path.exists(path) and not os.path.isfile(path):
+    with open(path, 'w') as f:
+      f.write(text)
+    return
   tmp = '%s.tmp-%d' % (path, os.getpid())
   try:
     with open(tmp, 'w') as f:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -544,6 +545,34 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
   assert 'precision @ 1' not in proc.stdout
   assert sorted(os.listdir(str(tmp_path))) == (
       ['reports'] if case == 'directory' else [])
+
+
+def test_atomic_writes_keep_links_and_special_files(tmp_path):
+  """--report_json and the like: a link's target gets the text, the link
+  stays; a FIFO is written to, not replaced by a file."""
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  target = tmp_path / 'results' / 'run1.json'
+  target.parent.mkdir()
+  target.write_text('old')
+  link = tmp_path / 'latest.json'
+  link.symlink_to(target)
+  cifar10_cli.write_atomically(str(link), 'new')
+  assert link.is_symlink() and target.read_text() == 'new'
+  assert sorted(os.listdir(str(tmp_path))) == ['latest.json', 'results']
+  assert os.listdir(str(target.parent)) == ['run1.json']
+
+  fifo = tmp_path / 'pipe'
+  os.mkfifo(str(fifo))
+  reader = subprocess.Popen(['cat', str(fifo)], stdout=subprocess.PIPE,
+                            text=True)
+  try:
+    cifar10_cli.write_atomically(str(fifo), 'through the pipe')
+    assert reader.communicate(timeout=30)[0] == 'through the pipe'
+  finally:
+    if reader.poll() is None:
+      reader.kill()
+      reader.wait()
+  assert stat.S_ISFIFO(os.stat(str(fifo)).st_mode)
 
 
 def test_readers_use_a_copied_directorys_own_checkpoints(checkpoint,
