@@ -23,7 +23,6 @@ from __future__ import print_function
 
 import tensorflow.compat.v1 as tf
 
-import cifar10
 import cifar10_cli
 import cifar10_cluster
 import cifar10_train
@@ -42,8 +41,7 @@ def main(argv=None):  # pylint: disable=unused-argument
   if not devices[0].startswith('/gpu'):
     cifar10_cli.log('no GPU found: running the %d tower(s) on the CPU'
                     % FLAGS.num_gpus)
-  data_dir = cifar10.maybe_download_and_extract()
-  return cifar10_train.train(devices, data_dir, task)
+  return cifar10_train.train(devices, task)
 
 
 if __name__ == '__main__':

@@ -519,7 +519,7 @@ def tower_session_config(devices):
   return config
 
 
-def train(devices, data_dir, task=None):
+def train(devices, task=None):
   """Trains to --max_steps, resuming from --train_dir.
 
   On a cluster this is one worker's part (see cifar10_cluster.py): the same
@@ -527,9 +527,12 @@ def train(devices, data_dir, task=None):
   training, the optimizer wrapped in a SyncReplicasOptimizer. Only the chief
   (worker 0) reads and writes --train_dir.
 
+  The data set is downloaded (see `cifar10.maybe_download_and_extract`)
+  once there is something to train: a --train_dir already at --max_steps
+  needs none.
+
   Args:
     devices: one device string per tower.
-    data_dir: directory with the `.bin` files.
     task: this worker's cifar10_cluster.Task; None on one machine.
 
   Returns:
@@ -550,6 +553,7 @@ def train(devices, data_dir, task=None):
                        FLAGS.max_steps))
     if task is None or checkpoint is None:
       return 0
+  data_dir = cifar10.maybe_download_and_extract()
 
   with tf.Graph().as_default():
     server = sync = None
@@ -679,8 +683,7 @@ def main(argv=None):  # pylint: disable=unused-argument
   if task and task.job_name == 'ps':
     return cifar10_cluster.serve(task)
   devices = tower_devices(1)  # Checked before a download.
-  data_dir = cifar10.maybe_download_and_extract()
-  return train(devices, data_dir, task)
+  return train(devices, task)
 
 
 if __name__ == '__main__':

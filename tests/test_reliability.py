@@ -547,6 +547,22 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
       ['reports'] if case == 'directory' else [])
 
 
+@pytest.mark.parametrize('script', ['cifar10_train.py',
+                                    'cifar10_multi_gpu_train.py'])
+def test_finished_train_dir_needs_no_data(checkpoint, tmp_path, script):
+  """Nothing to train: no download (here it would fail), status 0."""
+  train_dir = str(tmp_path / 'train')
+  _copy_with_relative_state(checkpoint, train_dir)
+  data = tmp_path / 'data'
+  proc = run_script(script, '--data_dir=%s' % data,
+                    '--train_dir=%s' % train_dir, '--max_steps=2',
+                    '--data_url=http://127.0.0.1:9/cifar-10-binary.tar.gz',
+                    env={'CIFAR10_DOWNLOAD_RETRY_SECONDS': '0.05'}, check=0)
+  assert ('already at step 2, --max_steps=2: nothing to do'
+          in proc.stdout), proc.stdout
+  assert not data.exists()
+
+
 def test_atomic_writes_keep_links_and_special_files(tmp_path):
   """--report_json and the like: a link's target gets the text, the link
   stays; a FIFO is written to, not replaced by a file."""
