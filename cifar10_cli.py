@@ -18,6 +18,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import sys
 import tempfile
@@ -220,8 +221,10 @@ def log(message):
 
 
 def tensorboard_hint(train_dir, eval_dir):
-  """The command that shows training and evaluation side by side."""
-  return 'tensorboard --logdir_spec=train:%s,eval:%s' % (train_dir, eval_dir)
+  """The command that shows training and evaluation side by side, quoted
+  for a shell where a path needs it."""
+  return 'tensorboard %s' % shlex.quote(
+      '--logdir_spec=train:%s,eval:%s' % (train_dir, eval_dir))
 
 
 # The largest value of a count, step or seconds flag. Python takes any

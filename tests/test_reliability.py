@@ -563,6 +563,14 @@ def test_finished_train_dir_needs_no_data(checkpoint, tmp_path, script):
   assert not data.exists()
 
 
+def test_tensorboard_hint_can_be_pasted():
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  assert cifar10_cli.tensorboard_hint('/tmp/train', '/tmp/eval') == (
+      'tensorboard --logdir_spec=train:/tmp/train,eval:/tmp/eval')
+  assert cifar10_cli.tensorboard_hint('runs/a b', '/tmp/eval') == (
+      "tensorboard '--logdir_spec=train:runs/a b,eval:/tmp/eval'")
+
+
 def test_atomic_writes_keep_links_and_special_files(tmp_path):
   """--report_json and the like: a link's target gets the text, the link
   stays; a FIFO is written to, not replaced by a file."""
