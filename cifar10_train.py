@@ -519,6 +519,16 @@ def tower_session_config(devices):
   return config
 
 
+def _nothing_to_do(checkpoint, step):
+  """Whether `step`, that of `checkpoint`, is at --max_steps already; if so,
+  says so."""
+  if step < FLAGS.max_steps:
+    return False
+  cifar10_cli.log('%s is already at step %d, --max_steps=%d: nothing to do'
+                  % (checkpoint, step, FLAGS.max_steps))
+  return True
+
+
 def train(devices, task=None):
   """Trains to --max_steps, resuming from --train_dir.
 
@@ -527,9 +537,10 @@ def train(devices, task=None):
   training, the optimizer wrapped in a SyncReplicasOptimizer. Only the chief
   (worker 0) reads and writes --train_dir.
 
-  The data set is downloaded (see `cifar10.maybe_download_and_extract`)
-  once there is something to train: a --train_dir already at --max_steps
-  needs none.
+  The data set is downloaded if need be (see
+  `cifar10.maybe_download_and_extract`) and checked before --train_dir is
+  touched, so that a bad one changes nothing there; on one machine, a
+  --train_dir already at --max_steps needs none.
 
   Args:
     devices: one device string per tower.
@@ -539,6 +550,13 @@ def train(devices, task=None):
     Exit status: 0, or 128 + the signal that stopped training.
   """
   chief = task is None or task.is_chief
+  if task is None and not FLAGS.fresh and tf.io.gfile.isdir(FLAGS.train_dir):
+    # Read only: nothing is locked or rewritten before the data is checked.
+    saved = cifar10_cli.listed_checkpoints(FLAGS.train_dir)
+    if saved and _nothing_to_do(saved[-1],
+                                cifar10_cli.checkpoint_step(saved[-1])):
+      return 0
+  data_dir = cifar10.maybe_download_and_extract()
   checkpoint, start_step = None, 0
   if chief:
     checkpoint = prepare_train_dir(FLAGS.train_dir, FLAGS.fresh)
@@ -546,14 +564,10 @@ def train(devices, task=None):
   elif FLAGS.fresh:
     cifar10_cli.log('--fresh: ignored; only the chief (worker 0) removes '
                     'files, from its --train_dir')
-  finished = chief and start_step >= FLAGS.max_steps
-  if finished:
-    cifar10_cli.log('%s is already at step %d, --max_steps=%d: nothing to do'
-                    % (checkpoint or FLAGS.train_dir, start_step,
-                       FLAGS.max_steps))
-    if task is None or checkpoint is None:
-      return 0
-  data_dir = cifar10.maybe_download_and_extract()
+  finished = chief and _nothing_to_do(checkpoint or FLAGS.train_dir,
+                                      start_step)
+  if finished and (task is None or checkpoint is None):
+    return 0
 
   with tf.Graph().as_default():
     server = sync = None
