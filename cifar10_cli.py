@@ -222,7 +222,15 @@ def log(message):
 
 def tensorboard_hint(train_dir, eval_dir):
   """The command that shows training and evaluation side by side, quoted
-  for a shell where a path needs it."""
+  for a shell where a path needs it.
+
+  --logdir_spec splits its value at every comma: for a path with one, a
+  TensorBoard for each directory.
+  """
+  if ',' in train_dir + eval_dir:
+    return ('tensorboard --logdir=%s and tensorboard --logdir=%s --port=6007 '
+            '(--logdir_spec cannot hold a path with a comma)'
+            % (shlex.quote(train_dir), shlex.quote(eval_dir)))
   return 'tensorboard %s' % shlex.quote(
       '--logdir_spec=train:%s,eval:%s' % (train_dir, eval_dir))
 

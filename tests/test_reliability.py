@@ -569,6 +569,11 @@ def test_tensorboard_hint_can_be_pasted():
       'tensorboard --logdir_spec=train:/tmp/train,eval:/tmp/eval')
   assert cifar10_cli.tensorboard_hint('runs/a b', '/tmp/eval') == (
       "tensorboard '--logdir_spec=train:runs/a b,eval:/tmp/eval'")
+  # TensorBoard would split the spec at the comma, losing the training run.
+  assert cifar10_cli.tensorboard_hint('runs/lr=0.1,bs=128', '/tmp/eval') == (
+      "tensorboard --logdir=runs/lr=0.1,bs=128 and tensorboard "
+      "--logdir=/tmp/eval --port=6007 (--logdir_spec cannot hold a path "
+      "with a comma)")
 
 
 def test_atomic_writes_keep_links_and_special_files(tmp_path):
