@@ -87,6 +87,7 @@ class _Evaluator(object):
       self.var_map = cifar10.variables_to_restore()
       self.saver = tf.train.Saver(self.var_map)
     self.writer = tf.summary.FileWriter(FLAGS.eval_dir, self.graph)
+    self.last_step = None
     self.sess = None
 
   def close(self):
@@ -151,6 +152,13 @@ class _Evaluator(object):
     return step, confusion, (first_batch, seconds)
 
   def _write_summaries(self, summary_str, step, confusion):
+    if self.last_step is not None and step <= self.last_step:
+      # The trainer started over (--fresh): marked as a restart, TensorBoard
+      # drops the old training's points from this step on, rather than
+      # drawing the new ones among them.
+      self.writer.add_session_log(
+          tf.SessionLog(status=tf.SessionLog.START), step)
+    self.last_step = step
     summary = tf.Summary()
     summary.ParseFromString(summary_str)
     summary.value.add(tag='Precision @ 1',

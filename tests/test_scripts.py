@@ -204,6 +204,13 @@ def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
   results = [evaluator.evaluate(path)[:2]
              for path in (plain, biased, plain, biased)]
   evaluator.close()
+  evaluator.writer.close()
+  # Step 10 after 99, as after a trainer's --fresh: marked as a restart,
+  # which TensorBoard answers by dropping the points from step 10 on.
+  events = [e for path in tf.io.gfile.glob(str(tmp_path / 'eval' / '*'))
+            for e in tf.train.summary_iterator(path)]
+  assert [e.step for e in events if e.HasField('session_log') and
+          e.session_log.status == tf.SessionLog.START] == [10]
   for path, (step, confusion) in zip((plain, biased) * 2, results):
     assert confusion.sum() == 300
     if path == plain:
