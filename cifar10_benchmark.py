@@ -77,6 +77,12 @@ tf.app.flags.DEFINE_boolean(
     """type and by op (with --use_fp16: the mixed-precision step).""")
 for _name in ('rounds', 'steps', 'warmup', 'later_checkpoints'):
   cifar10_cli.positive(_name)
+# The trainer runs both, as its --max_steps.
+tf.app.flags.register_multi_flags_validator(
+    ['steps', 'warmup'],
+    lambda values: values['steps'] + values['warmup'] <=
+    cifar10_cli.MAX_FLAG_INT,
+    message='--warmup + --steps must be at most %d' % cifar10_cli.MAX_FLAG_INT)
 
 # Multiply-adds of one forward pass: conv1 24*24*64*(5*5*3), conv2
 # 12*12*64*(5*5*64), local3 2304*384, local4 384*192, softmax_linear 192*10.
@@ -318,9 +324,16 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
           publish(len(rates))
       finally:
         # Done, or the benchmark itself failed or was stopped (see main):
-        # the evaluator would otherwise watch on.
+        # the evaluator would otherwise watch on. Waited for: after a
+        # KeyboardInterrupt, leaving the `with` would not wait, and it
+        # would outlive the benchmark and its temporary data.
         if proc.poll() is None:
           proc.terminate()
+          try:
+            proc.wait(timeout=60)
+          except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     stderr.seek(0)
     if len(rates) <= later:
       _check_exit(args, proc.returncode, stderr.read())

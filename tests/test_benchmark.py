@@ -68,6 +68,16 @@ def test_bad_json_path_fails_before_measuring(tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
+def test_steps_and_warmup_fit_the_trainers_max_steps(tmp_path):
+  proc = run_script('cifar10_benchmark.py', '--steps=2147483647',
+                    env={'TMPDIR': str(tmp_path)})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'cifar10_benchmark.py: error: flags steps=2147483647, warmup=10: '
+      '--warmup + --steps must be at most 2147483647 (see --helpfull)')
+  assert list(tmp_path.iterdir()) == []  # No data written.
+
+
 def test_a_failed_or_killed_run_is_a_one_line_error():
   import cifar10_benchmark  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r'^-c .* exited 3: gone$'):
@@ -117,7 +127,11 @@ def _children(pid):
   return lines
 
 
-def test_sigterm_stops_the_watching_evaluator_and_removes_the_data(tmp_path):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_watching_evaluator_and_removes_the_data(
+    tmp_path, signum):
+  """SIGTERM, or SIGINT to the benchmark alone (a terminal's Ctrl-C goes to
+  the evaluator too): the evaluator is gone before the benchmark is."""
   proc = start_script('cifar10_benchmark.py', '--smoke',
                       env={'TMPDIR': str(tmp_path)},
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -129,11 +143,11 @@ def test_sigterm_stops_the_watching_evaluator_and_removes_the_data(tmp_path):
                     if 'cifar10_eval.py' in line}
       time.sleep(0.05)
     assert evaluators, 'no evaluator seen'
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
   finally:
     proc.kill()
-  assert proc.returncode == 128 + signal.SIGTERM, stderr
+  assert proc.returncode == 128 + signum, stderr
   for pid in evaluators:
     assert not os.path.exists('/proc/%d' % pid), 'evaluator %d left' % pid
   assert not list(tmp_path.glob('cifar10_benchmark-*'))
