@@ -43,6 +43,7 @@ import json
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -443,14 +444,17 @@ def exit_on_lost_ps(task):
 class WorkerSessionCreator(tf.train.SessionCreator):
   """A non-chief worker's session, once the chief has set up the variables.
 
-  `tf.train.WorkerSessionCreator` looks every 30 s; this looks every second
-  and gives up with a one-line error after `timeout_secs`.
+  `tf.train.WorkerSessionCreator` looks every 30 s; this looks every second,
+  gives up with a one-line error after `timeout_secs`, and exits (status
+  128 + the signal) once `stop_signal()` names a signal received meanwhile:
+  there is nothing to save yet.
   """
 
-  def __init__(self, master, config, timeout_secs):
+  def __init__(self, master, config, timeout_secs, stop_signal):
     self._master = master
     self._config = config
     self._timeout_secs = timeout_secs
+    self._stop_signal = stop_signal
     self._scaffold = tf.train.Scaffold()
 
   def create_session(self):
@@ -462,13 +466,23 @@ class WorkerSessionCreator(tf.train.SessionCreator):
         graph=tf.get_default_graph(), recovery_wait_secs=1)
     cifar10_cli.log('waiting for the chief (worker 0) to initialize or '
                     'restore the variables...')
-    try:
-      return manager.wait_for_session(self._master, config=self._config,
-                                      max_wait_secs=self._timeout_secs)
-    except tf.errors.DeadlineExceededError:
-      raise tf.errors.DeadlineExceededError(
-          None, None, 'the chief (worker 0) did not initialize the variables '
-          'within %d s (--cluster_timeout_secs)' % self._timeout_secs)
+    deadline = time.time() + self._timeout_secs
+    while True:
+      try:
+        # One look, or two a second apart.
+        return manager.wait_for_session(self._master, config=self._config,
+                                        max_wait_secs=1)
+      except tf.errors.DeadlineExceededError:
+        signum = self._stop_signal()
+        if signum is not None:
+          cifar10_cli.log('%s received while waiting for the chief: '
+                          'exiting' % signal.Signals(signum).name)
+          sys.exit(128 + signum)
+        if time.time() >= deadline:
+          raise tf.errors.DeadlineExceededError(
+              None, None, 'the chief (worker 0) did not initialize the '
+              'variables within %d s (--cluster_timeout_secs)'
+              % self._timeout_secs)
 
 
 def publish_checkpoint(master, config, checkpoint):

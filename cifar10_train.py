@@ -622,7 +622,8 @@ def train(devices, task=None):
     else:
       session = tf.train.MonitoredSession(
           session_creator=cifar10_cluster.WorkerSessionCreator(
-              server.target, config, FLAGS.cluster_timeout_secs),
+              server.target, config, FLAGS.cluster_timeout_secs,
+              lambda: monitor.stop_signal),
           hooks=hooks)
     # A synchronous step waits for every worker's batch; after
     # --cluster_timeout_secs the worker sends another (SyncReplicasHook).
@@ -649,9 +650,12 @@ def train(devices, task=None):
         except tf.errors.DeadlineExceededError:
           if sync is None:
             raise
+          if monitor.stop_signal is not None:
+            break  # Signalled while the step waited: stop, not resend.
           with cifar10_cluster.exit_on_lost_ps(task):
             step = sync.resynchronize()
           if step >= FLAGS.max_steps:
+            monitor.step = step  # Others finished it: the step to report.
             break
           if step == stalled_at:
             # Not even another batch helped: nobody applies the updates.

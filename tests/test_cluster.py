@@ -419,6 +419,41 @@ def test_worker_gives_up_without_its_chief(cluster, tmp_path):
           in worker.output())
 
 
+def test_signal_stops_a_worker_whose_step_waits_for_its_chief(cluster,
+                                                              tmp_path):
+  """Signalled while its step waits for a chief that is gone: it stops
+  when the step gives up, with the signal's status, sending no more
+  batches."""
+  cluster.start_ps()
+  chief, worker = _training_pair(cluster, tmp_path)
+  chief.proc.kill()
+  chief.proc.wait()
+  time.sleep(1)  # Into a step that waits for the chief.
+  worker.proc.send_signal(signal.SIGTERM)
+  assert worker.proc.wait(timeout=60) == 128 + signal.SIGTERM, (
+      worker.output())
+  assert 'sending another batch' not in worker.output()
+  assert re.search(r'worker 1: stopped at step \d+; checkpoints are the '
+                   r"chief's", worker.output()), worker.output()
+
+
+def test_signal_stops_a_worker_waiting_for_its_chief_at_once(cluster,
+                                                             tmp_path):
+  """Before any session, nothing is saved: it need not wait for the chief
+  (--cluster_timeout_secs, 60 s here) to exit."""
+  cluster.start_ps()
+  worker = cluster.start_worker(1, str(tmp_path / 'other'),
+                                '--cluster_timeout_secs=60')
+  worker.wait_for(r'waiting for the chief \(worker 0\)')
+  started = time.time()
+  worker.proc.send_signal(signal.SIGTERM)
+  assert worker.proc.wait(timeout=60) == 128 + signal.SIGTERM, (
+      worker.output())
+  assert time.time() - started < 30, worker.output()
+  assert ('worker 1: SIGTERM received while waiting for the chief: exiting'
+          in worker.output())
+
+
 def test_worker_waits_for_the_ps_then_gives_up(cluster, data_dir, tmp_path):
   # Started before its ps, a worker waits, then trains once the ps is up.
   one_worker = cluster.flags()[0], '--worker_hosts=' + cluster.workers[0]
