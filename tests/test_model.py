@@ -235,6 +235,40 @@ def test_moving_averages_exist_and_move(graph):
     assert before[name] == 0 and after[name] > 0, name
 
 
+@pytest.mark.parametrize('dtype', ['float32', 'float16'])
+def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
+                                                          monkeypatch, dtype):
+  """Far past the first steps, where num_updates no longer lowers it, each
+  step moves an average 0.0001 of the way to its weight (float16: the
+  path with loss scaling, forced on the CPU)."""
+  if dtype == 'float16':
+    flags.use_fp16 = True
+    monkeypatch.setattr(cifar10, 'compute_dtype',
+                        lambda on_gpu=None: tf.float16)
+  rng = np.random.RandomState(0)
+  images = tf.constant(rng.randn(8, 24, 24, 3).astype(np.float32))
+  labels = tf.constant(rng.randint(0, 10, 8).astype(np.int32))
+  g = _train_graph(images, labels)
+  names = {v.op.name: v for v in tf.global_variables()}
+  with tf.Session() as sess:
+    sess.run([tf.global_variables_initializer(),
+              tf.local_variables_initializer()])
+    names['global_step'].load(10 ** 6, sess)
+    # Averages apart from the weights, so that the step shows.
+    for name in MODEL_SHAPES:
+      average = names[name + '/ExponentialMovingAverage']
+      average.load(sess.run(average) + 1.0, sess)
+    before = sess.run(names)
+    sess.run(g.train_op)
+    after = sess.run(names)
+  assert after['global_step'] == 10 ** 6 + 1
+  for name in MODEL_SHAPES:
+    average = name + '/ExponentialMovingAverage'
+    np.testing.assert_allclose(
+        after[average], 0.9999 * before[average] + 0.0001 * after[name],
+        atol=2e-6, err_msg=average)
+
+
 def test_summaries_have_legal_unique_tags(graph):
   images = tf.zeros([4, 24, 24, 3])
   labels = tf.zeros([4], tf.int32)
