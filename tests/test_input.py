@@ -286,6 +286,36 @@ def test_crop_and_standardize_is_the_tutorials_sequence(graph):
   assert not got[0].any()
 
 
+def test_distortion_parameters_span_the_tutorials_ranges(graph, monkeypatch):
+  """Over 2,000 images, the sampled crops, flips, brightness deltas and
+  contrast factors fill the tutorial's ranges: offsets 0-8, half flipped,
+  brightness in [-63, 63), contrast in [0.2, 1.8). (The brightness cancels
+  in the standardized images, so it is checked here, where it is drawn.)"""
+  drawn = []
+  real = cifar10_input._crop_and_standardize  # pylint: disable=protected-access
+
+  def recording(planes, *parameters):
+    drawn.extend(parameters)
+    return real(planes, *parameters)
+
+  monkeypatch.setattr(cifar10_input, '_crop_and_standardize', recording)
+  count = 2000
+  rng = np.random.RandomState(0)
+  data = cifar_testdata.encode_records(
+      rng.randint(0, 10, count),
+      rng.randint(0, 256, (count, 32, 32, 3)).astype(np.uint8))
+  size = cifar10_input.RECORD_BYTES
+  records = tf.constant([data[i:i + size] for i in range(0, len(data), size)])
+  cifar10_input._distort_batch(records, 'test')  # pylint: disable=protected-access
+  with tf.Session() as sess:
+    top, left, flip, brightness, contrast = sess.run(drawn)
+  for offsets in (top, left):
+    assert set(offsets) == set(range(9))
+  assert 0.45 < flip.mean() < 0.55
+  assert -63 <= brightness.min() < -60 and 60 < brightness.max() < 63
+  assert 0.2 <= contrast.min() < 0.25 and 1.75 < contrast.max() < 1.8
+
+
 def test_flat_gray_images_standardize_to_exactly_zero(graph):
   """Whatever the crop, flip, brightness and contrast: the deviation is 0,
   and no rounding of the per-image terms is left over."""
