@@ -384,16 +384,28 @@ def _malicious(tmp_path, case):
   elif case == 'outside_top':
     bad = [('evil.sh', tarfile.REGTYPE, '', payload)]
     target = []
+  elif case == 'other_dir':
+    # Inside the data directory, but it would replace a data file there.
+    bad = [('other/data_batch_1.bin', tarfile.REGTYPE, '', payload)]
+    target = []
   else:
     raise AssertionError(case)
   # The hostile member sits among good ones, after some have been seen.
   return _tar_gz(good[:3] + bad + good[3:]), bad[0][0], target
 
 
-@pytest.mark.parametrize('case', ['absolute', 'dotdot', 'nested_dotdot',
-                                  'symlink', 'hardlink', 'device', 'fifo',
-                                  'outside_top'])
-def test_malicious_archive_is_refused(tmp_path, data_dir, case):
+@pytest.mark.parametrize('case, reason', [
+    ('absolute', 'has an absolute path'),
+    ('dotdot', 'has a ".." component'),
+    ('nested_dotdot', 'has a ".." component'),
+    ('symlink', 'is a symbolic link to'),
+    ('hardlink', 'is a hard link to'),
+    ('device', 'is a character device'),
+    ('fifo', 'is a fifo'),
+    ('outside_top', 'is outside cifar-10-batches-bin/'),
+    ('other_dir', 'is outside cifar-10-batches-bin/'),
+])
+def test_malicious_archive_is_refused(tmp_path, data_dir, case, reason):
   os.makedirs(str(tmp_path / 'outside'))
   with open(str(tmp_path / 'outside' / 'victim'), 'wb') as f:
     f.write(b'precious')
@@ -408,6 +420,8 @@ def test_malicious_archive_is_refused(tmp_path, data_dir, case):
         data_dir, http_fixture.closed_port_url(), sha256(data))
   message = str(info.value)
   assert repr(member) in message and 'refusing' in message
+  # Each check refuses its own case (another would, after it).
+  assert reason in message, message
   assert '\n' not in message
   for target in targets:
     assert not os.path.lexists(target)
