@@ -269,6 +269,21 @@ def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
         atol=2e-6, err_msg=average)
 
 
+def test_predict_resizes_images_of_a_static_shape(graph):
+  """Shapes known when the graph is built take the static path: 32x64 (a
+  width-doubled 32x32 image) is resized back to the 32x32 one, whose
+  probabilities it then gets."""
+  rng = np.random.RandomState(0)
+  image = rng.randint(0, 256, (1, 32, 32, 3)).astype(np.uint8)
+  with tf.variable_scope('', reuse=tf.AUTO_REUSE):
+    plain = cifar10.predict(tf.constant(image), tf.float32)
+    wide = cifar10.predict(tf.constant(image.repeat(2, axis=2)), tf.float32)
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    plain, wide = sess.run([plain, wide])
+  np.testing.assert_allclose(wide, plain, atol=1e-6)
+
+
 def test_summaries_have_legal_unique_tags(graph):
   images = tf.zeros([4, 24, 24, 3])
   labels = tf.zeros([4], tf.int32)
