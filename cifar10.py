@@ -233,7 +233,7 @@ def maybe_download_and_extract():
   Raises:
     cifar10_cli.UsageError: see `batches_dir`.
   """
-  batches_dir()
+  batches_dir()  # Refuses a --data_dir one level too deep before anything.
   return cifar10_download.maybe_download_and_extract(
       FLAGS.data_dir, FLAGS.data_url, FLAGS.data_sha256)
 

@@ -210,16 +210,16 @@ def export(checkpoint, export_dir):
     except OSError as e:
       raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
   finally:
-    # When anything failed: only our own temporary directory, and the
-    # parents made for it while they are still empty.
-    if staging is None or os.path.isdir(staging):
-      if staging is not None:
-        shutil.rmtree(staging, ignore_errors=True)
-      for directory in made:
-        try:
-          os.rmdir(directory)
-        except OSError:
-          break
+    # Left when anything failed: our own temporary directory, and the
+    # parents made for it, while empty (after the rename the innermost
+    # holds the model, so none is removed).
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
+    for directory in made:
+      try:
+        os.rmdir(directory)
+      except OSError:
+        break
 
 
 def main(argv=None):  # pylint: disable=unused-argument

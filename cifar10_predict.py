@@ -5,12 +5,13 @@
 
 Each IMAGE is a PNG or JPEG file (GIF and BMP work too, but not a BMP with a
 colour palette) of any size TensorFlow decodes (JPEGs up to about 179
-megapixels), colour or grayscale. It is decoded by TensorFlow (as stored: EXIF orientation is
-not applied), resized to 32x32 when it is not already (the aspect ratio is
-not kept), and classified by `cifar10.predict` with the moving averages of the
-weights from the newest checkpoint in --checkpoint_dir, as cifar10_eval.py
-evaluates them. After one log line naming the checkpoint, it prints one line
-per file, in the order given, with the --top_k most probable classes:
+megapixels), colour or grayscale. It is decoded by TensorFlow (as stored:
+EXIF orientation is not applied), resized to 32x32 when it is not already
+(the aspect ratio is not kept), and classified by `cifar10.predict` with the
+moving averages of the weights from the newest checkpoint in
+--checkpoint_dir, as cifar10_eval.py evaluates them. After one log line
+naming the checkpoint, it prints one line per file, in the order given,
+with the --top_k most probable classes:
 
   cat.png: cat 0.812, dog 0.102, deer 0.031
 

@@ -306,7 +306,8 @@ def test_distortion_parameters_span_the_tutorials_ranges(graph, monkeypatch):
       rng.randint(0, 256, (count, 32, 32, 3)).astype(np.uint8))
   size = cifar10_input.RECORD_BYTES
   records = tf.constant([data[i:i + size] for i in range(0, len(data), size)])
-  cifar10_input._distort_batch(records, 'test')  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  cifar10_input._distort_batch(records, 'test')
   with tf.Session() as sess:
     top, left, flip, brightness, contrast = sess.run(drawn)
   for offsets in (top, left):
