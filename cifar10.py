@@ -663,7 +663,8 @@ def _add_loss_summaries(tower_losses):
       # Named as in the tutorial's single-tower graph, so the averages are
       # '<name>/avg' in checkpoints whatever the number of towers.
       means.append(tf.identity(tf.add_n(values) / len(values), name=name))
-  loss_averages_op = averages.apply(means)
+  with tf.device('/cpu:0'):  # The averages, with the other variables.
+    loss_averages_op = averages.apply(means)
   # Read after this step's update: otherwise each average is read before or
   # after it, whichever the executor happens to run first.
   with tf.control_dependencies([loss_averages_op]):

@@ -180,7 +180,8 @@ def build_towers(images, labels, devices, replicas=1, wrap_optimizer=None):
     learning rate, the global step, the global step read after the train op,
     and the images one step consumes.
   """
-  global_step = tf.train.get_or_create_global_step()
+  with tf.device('/cpu:0'):  # With the other variables.
+    global_step = tf.train.get_or_create_global_step()
   tower_images = tf.split(images, len(devices))
   tower_labels = tf.split(labels, len(devices))
   tower_grads = []

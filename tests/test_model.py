@@ -235,6 +235,18 @@ def test_moving_averages_exist_and_move(graph):
     assert before[name] == 0 and after[name] > 0, name
 
 
+def test_training_state_stays_on_the_cpu_with_towers_on_gpus(graph):
+  """Every variable (weights, their averages, the loss averages and the
+  global step) is placed on the CPU, not left for the placer to put on a
+  GPU, where a parameter server would take the GPU's memory."""
+  images = tf.zeros([4, 24, 24, 3])
+  _train_graph(images, tf.zeros([4], tf.int32), ('/gpu:0', '/gpu:1'))
+  assert {v.op.name for v in tf.global_variables()} >= (
+      set(LOSS_AVERAGES) | {'global_step'})
+  for v in tf.global_variables():
+    assert 'CPU' in v.device.upper(), (v.op.name, v.device)
+
+
 @pytest.mark.parametrize('dtype', ['float32', 'float16'])
 def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
                                                           monkeypatch, dtype):
