@@ -300,10 +300,27 @@ def start_server(task):
   """
   try:
     return tf.train.Server(task.cluster_spec(), job_name=task.job_name,
-                           task_index=task.task_index)
+                           task_index=task.task_index,
+                           config=server_config(task))
   except tf.errors.OpError as e:
     raise OSError('%s cannot listen on %s (port in use?): %s'
                   % (task.name, task.address, cifar10_cli.one_line(e)))
+
+
+def server_config(task):
+  """The options under which `task`'s server creates its devices.
+
+  Session options cannot change them later. A parameter server keeps the
+  variables on its CPU, so it creates no GPU device: on a host it shares
+  with a worker it takes none of that GPU's memory. A worker takes GPU
+  memory as it needs it, like a trainer on one machine
+  (`cifar10_train.tower_session_config`).
+  """
+  if task.job_name == 'ps':
+    return tf.ConfigProto(device_count={'GPU': 0})
+  config = tf.ConfigProto()
+  config.gpu_options.allow_growth = True
+  return config
 
 
 def serve(task):

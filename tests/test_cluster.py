@@ -638,6 +638,18 @@ def test_cluster_from_flags_and_tf_config():
     assert cifar10_cluster.parse_cluster('', '', None, 0, tf_config) is None
 
 
+def test_servers_leave_gpu_memory_to_the_workers():
+  """A parameter server creates no GPU device; a worker's server takes GPU
+  memory as needed (a session's options cannot change either later)."""
+  jobs = {'ps': ['p:1'], 'worker': ['w:1']}
+  ps = cifar10_cluster.server_config(cifar10_cluster.Task(jobs, 'ps', 0, ''))
+  assert ps.device_count['GPU'] == 0
+  worker = cifar10_cluster.server_config(
+      cifar10_cluster.Task(jobs, 'worker', 0, ''))
+  assert 'GPU' not in worker.device_count
+  assert worker.gpu_options.allow_growth
+
+
 def _ancestors(tensors_or_ops):
   """{name: op} of every op that running `tensors_or_ops` runs."""
   todo = [getattr(t, 'op', t) for t in tensors_or_ops]

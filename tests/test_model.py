@@ -247,6 +247,14 @@ def test_training_state_stays_on_the_cpu_with_towers_on_gpus(graph):
     assert 'CPU' in v.device.upper(), (v.op.name, v.device)
 
 
+def test_trainer_takes_gpu_memory_as_needed(flags):
+  """So that cifar10_eval.py fits next to it on the same GPU."""
+  flags.log_device_placement = False
+  for devices in (['/cpu:0'], ['/gpu:0', '/gpu:1']):
+    config = cifar10_train.tower_session_config(devices)
+    assert config.gpu_options.allow_growth, devices
+
+
 @pytest.mark.parametrize('dtype', ['float32', 'float16'])
 def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
                                                           monkeypatch, dtype):
