@@ -123,13 +123,17 @@ def one_line(error):
   return match.group(1) if match else text.splitlines()[0]
 
 
-def run(main):
+def run(main, takes_arguments=False):
   """Runs `main(argv)` under strict flag parsing and one-line errors.
 
   Errors the user can cause (bad data, flags, files, checkpoints) are
   ValueError, OSError, TensorFlow errors or UsageError: they print one line
   naming the problem and exit 1 (2 for usage), with the traceback only
   under --verbose.
+
+  Unless `takes_arguments`, an argument that is not a flag is an error too:
+  `max_steps=5` without its dashes would otherwise be ignored as silently
+  as an unknown flag.
   """
 
   def guarded(argv):
@@ -146,6 +150,9 @@ def run(main):
     # The scripts are TensorFlow 1.x programs: graphs and sessions.
     tf.disable_eager_execution()
     try:
+      if len(argv) > 1 and not takes_arguments:
+        raise UsageError('unexpected argument %r: flags are written '
+                         '--name=value (see --helpfull)' % argv[1])
       return main(argv)
     except UsageError as e:
       _report(e, 2)

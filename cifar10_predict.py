@@ -187,4 +187,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cifar10_cli.run(main)
+  cifar10_cli.run(main, takes_arguments=True)

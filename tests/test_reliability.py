@@ -75,6 +75,12 @@ def test_binary_flagfile(tmp_path, form):
 @pytest.mark.parametrize('script,args,status,message', [
     ('cifar10_train.py', ['--max_step=5'], 2,
      "Unknown command line flag 'max_step'. Did you mean: max_steps ?"),
+    # Without its dashes a flag was ignored as silently.
+    ('cifar10_train.py', ['max_steps=5'], 2,
+     "unexpected argument 'max_steps=5': flags are written --name=value"),
+    ('cifar10_eval.py', ['run_once'], 2, "unexpected argument 'run_once'"),
+    ('cifar10_multi_gpu_train.py', ['2'], 2, "unexpected argument '2'"),
+    ('cifar10_benchmark.py', ['smoke'], 2, "unexpected argument 'smoke'"),
     ('cifar10_train.py', ['--batch_size=0'], 2,
      'flag --batch_size=0: --batch_size must be a positive integer'),
     ('cifar10_train.py', ['--batch_size=-3'], 2,
