@@ -324,8 +324,10 @@ def check_checkpoint(checkpoint_path, var_map):
 
 
 def check_output_file(flag):
-  """Fails up front, before any long work, if the file that flag `flag`
-  names cannot be written.
+  """Fails if the file that flag `flag` names cannot be written, or is a
+  file other than a JSON report, which it would replace (a checkpoint, a
+  data file: a mistyped path must not destroy it). Call it up front, before
+  any long work, as well as before each write.
 
   Raises:
     UsageError: naming the flag and what is wrong.
@@ -335,9 +337,25 @@ def check_output_file(flag):
   problem = ('is a directory' if os.path.isdir(path) else
              'has no directory %s' % parent if not os.path.isdir(parent) else
              'is in a directory we cannot write, %s' % parent
-             if not os.access(parent, os.W_OK) else None)
+             if not os.access(parent, os.W_OK) else
+             'is a file that is not a JSON report: not replaced'
+             if os.path.isfile(path) and not _holds_json_object(path)
+             else None)
   if problem:
     raise UsageError('--%s=%s %s' % (flag, path, problem))
+
+
+def _holds_json_object(path, max_bytes=1 << 20):
+  """Whether `path` holds a JSON object (of at most `max_bytes`), as the
+  reports do, or nothing."""
+  try:
+    if os.path.getsize(path) > max_bytes:
+      return False
+    with open(path, 'rb') as f:
+      text = f.read()
+    return not text or isinstance(json.loads(text), dict)
+  except (OSError, ValueError):
+    return False
 
 
 def make_output_dir(flag, path):
@@ -365,6 +383,7 @@ def write_json(flag, data):
   Raises:
     ValueError: naming the flag, if the file cannot be written.
   """
+  check_output_file(flag)
   path = getattr(FLAGS, flag)
   try:
     write_atomically(path, json.dumps(data, indent=2))

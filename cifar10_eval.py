@@ -9,7 +9,8 @@ partial batch included), and prints the tutorial's line
   <timestamp>: precision @ 1 = 0.860 (top-1 accuracy: 8600 / 10000 correct, ...)
 
 followed by per-class accuracy and the confusion matrix. It writes summaries
-to --eval_dir and nothing to the data or checkpoint directories.
+to --eval_dir, the figures to --report_json if given (never in place of a
+file that is not such a report), and nothing else.
 """
 
 from __future__ import absolute_import

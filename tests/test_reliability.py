@@ -2,6 +2,7 @@
 and signals lose nothing; evaluation survives checkpoint rotation."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -533,13 +534,19 @@ def test_state_file_naming_only_another_directory_is_refused(
   assert _snapshot(checkpoint) == before
 
 
-@pytest.mark.parametrize('case', ['directory', 'no parent'])
+@pytest.mark.parametrize('case', ['directory', 'no parent', 'not a report'])
 def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
                                                  tmp_path, case):
   target = tmp_path / 'reports'
   if case == 'directory':
     target.mkdir()
     expected = '--report_json=%s is a directory' % target
+  elif case == 'not a report':
+    # A mistyped path must not replace a checkpoint or a data file.
+    target = tmp_path / 'model.ckpt-5.index'
+    target.write_bytes(b'\x00\x01{"not": "json"')
+    expected = ('--report_json=%s is a file that is not a JSON report: not '
+                'replaced' % target)
   else:
     target = target / 'report.json'
     expected = '--report_json=%s has no directory %s' % (target, target.parent)
@@ -550,7 +557,28 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
   assert _one_line_error(proc, 'cifar10_eval.py', 2) == expected
   assert 'precision @ 1' not in proc.stdout
   assert sorted(os.listdir(str(tmp_path))) == (
-      ['reports'] if case == 'directory' else [])
+      ['reports'] if case == 'directory' else
+      ['model.ckpt-5.index'] if case == 'not a report' else [])
+  if case == 'not a report':
+    assert target.read_bytes() == b'\x00\x01{"not": "json"'
+
+
+def test_output_files_replace_only_json_reports(tmp_path, flags):
+  """A report (a JSON object) or an empty file is replaced; any other file
+  is refused, before and at the write."""
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  import cifar10_eval  # pylint: disable=g-import-not-at-top,unused-import
+  report = tmp_path / 'report.json'
+  for old in ('{"precision": 0.5}', ''):
+    report.write_text(old)
+    flags.report_json = str(report)
+    cifar10_cli.write_json('report_json', {'precision': 0.75})
+    assert json.loads(report.read_text()) == {'precision': 0.75}
+  for other in ('[1, 2]', 'model_checkpoint_path: "model.ckpt-5"\n'):
+    report.write_text(other)
+    with pytest.raises(cifar10_cli.UsageError, match='not a JSON report'):
+      cifar10_cli.write_json('report_json', {'precision': 0.75})
+    assert report.read_text() == other
 
 
 @pytest.mark.parametrize('script', ['cifar10_train.py',
