@@ -28,6 +28,8 @@ import traceback
 from absl import app
 import tensorflow.compat.v1 as tf
 
+import cifar10_input
+
 FLAGS = tf.app.flags.FLAGS
 
 tf.app.flags.DEFINE_boolean(
@@ -186,7 +188,7 @@ def exit_on_sigterm():
 def _report(error, status):
   if FLAGS.verbose:
     traceback.print_exc()
-  fail(one_line(error), status)
+  fail(cifar10_input.locate_bad_label(one_line(error)), status)
 
 
 def seconds_since_start():

@@ -25,7 +25,9 @@ from __future__ import division
 from __future__ import print_function
 
 import os
+import re
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 # Size of the images the model sees, after cropping the 32x32 originals.
@@ -374,12 +376,45 @@ def image_summary(images):
                                  max_images=SUMMARY_IMAGES)
 
 
-def _batch_function(preprocess, data_dir):
-  """`preprocess` as a map function of the records of `data_dir`."""
+def _batch_function(preprocess, data_dir, names):
+  """`preprocess` as a map function of the records of files `names` of
+  `data_dir`."""
+  source = 'the %s files of %s' % (
+      'test' if names == EVAL_FILES else 'training', data_dir)
   # Plain TensorFlow: skipping autograph's conversion saves a third of a
   # second of start-up.
   return tf.autograph.experimental.do_not_convert(
-      lambda records: preprocess(records, 'the .bin files of %s' % data_dir))
+      lambda records: preprocess(records, source))
+
+
+# The pipelines' error for a label outside 0-9 (see `_decode_records`).
+_BAD_LABEL = re.compile(r'^bad CIFAR-10 data in the (test|training) files of '
+                        r'(.+): label (\d+) is not 0-9$')
+
+
+def locate_bad_label(message):
+  """`message`, if it is a pipeline's error for a label outside 0-9, made
+  to name the file and record that hold the label; else `message`.
+
+  The pipelines mix the files' records, so the error itself knows only the
+  directory; this search runs once it is raised, not on every start.
+  """
+  match = _BAD_LABEL.match(message)
+  if not match:
+    return message
+  kind, data_dir, label = match.group(1), match.group(2), int(match.group(3))
+  for name in EVAL_FILES if kind == 'test' else TRAIN_FILES:
+    path = os.path.join(data_dir, name)
+    try:
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        labels = np.frombuffer(f.read(), np.uint8)[::RECORD_BYTES]
+    except tf.errors.OpError:
+      continue
+    records = np.flatnonzero(labels == label)
+    if records.size:
+      return ('bad CIFAR-10 data in %s: record %d has label %d, not 0-%d'
+              % (path, records[0], label, NUM_CLASSES - 1))
+  return message
 
 
 def _get_next(dataset, prefetch=PREFETCH_BATCHES):
@@ -414,7 +449,8 @@ def distorted_inputs(data_dir, batch_size, queue_batches=False):
   paths = _check_files(data_dir, TRAIN_FILES)
   dataset = _records(paths, shuffle=True).batch(batch_size,
                                                 drop_remainder=True)
-  dataset = dataset.map(_batch_function(_distort_batch, data_dir),
+  dataset = dataset.map(_batch_function(_distort_batch, data_dir,
+                                        TRAIN_FILES),
                         num_parallel_calls=MAP_PARALLELISM)
   images, labels = _get_next(dataset)
   if queue_batches:
@@ -465,12 +501,13 @@ def inputs(eval_data, data_dir, batch_size, num_examples=None, repeat=False):
   Raises:
     ValueError: if the data is missing or has the wrong size.
   """
-  paths = _check_files(data_dir, EVAL_FILES if eval_data else TRAIN_FILES)
+  names = EVAL_FILES if eval_data else TRAIN_FILES
+  paths = _check_files(data_dir, names)
   dataset = _records(paths, shuffle=False)
   if num_examples is not None:
     dataset = dataset.take(num_examples)
   dataset = dataset.batch(batch_size).map(
-      _batch_function(_central_batch, data_dir),
+      _batch_function(_central_batch, data_dir, names),
       num_parallel_calls=MAP_PARALLELISM)
   if not repeat:
     return _get_next(dataset)

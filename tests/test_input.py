@@ -79,9 +79,20 @@ def test_label_outside_0_to_9_is_an_error_naming_the_data(tmp_path, graph):
     assert sess.run(labels).tolist() == [0, 9]  # 9 is a label
     with pytest.raises(tf.errors.InvalidArgumentError) as raised:
       sess.run(labels)
-  assert cifar10_cli.one_line(raised.value) == (
-      'bad CIFAR-10 data in the .bin files of %s: label 10 is not 0-9'
+  message = cifar10_cli.one_line(raised.value)
+  assert message == (
+      'bad CIFAR-10 data in the test files of %s: label 10 is not 0-9'
       % tmp_path)
+  # What the scripts print: the file and the record.
+  assert cifar10_input.locate_bad_label(message) == (
+      'bad CIFAR-10 data in %s: record 2 has label 10, not 0-9'
+      % (tmp_path / 'test_batch.bin'))
+  # Other errors, and this one when the files no longer hold the label,
+  # are left as they are.
+  assert cifar10_input.locate_bad_label('disk full') == 'disk full'
+  (tmp_path / 'test_batch.bin').write_bytes(
+      cifar_testdata.encode_records([0, 9, 8, 3], images))
+  assert cifar10_input.locate_bad_label(message) == message
 
 
 def test_inputs_central_crop_exact(data_dir, graph):
