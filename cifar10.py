@@ -833,7 +833,8 @@ def predict(images, dtype=None):
     dtype: compute dtype of the model; None for `compute_dtype()`.
 
   Returns:
-    float32 probabilities [batch, NUM_CLASSES], each row summing to 1.
+    float32 probabilities [batch, NUM_CLASSES], each row summing to 1
+    ([0, NUM_CLASSES] for an empty batch).
   """
   size = cifar10_input.ORIGINAL_IMAGE_SIZE
   images = tf.convert_to_tensor(images)
@@ -854,5 +855,11 @@ def predict(images, dtype=None):
     pixels.set_shape([None, size, size, 3])
   else:
     pixels = resized()
-  logits = inference(cifar10_input.preprocess_for_eval(pixels), dtype)
+  # oneDNN's convolution (TensorFlow 2.21) returns an empty batch with its
+  # input's depth, which conv2 then rejects: an empty batch gets one blank
+  # image, whose row is dropped. A batch of one or more gets nothing added.
+  count = tf.shape(pixels)[0]
+  blank = tf.zeros(tf.stack([tf.maximum(1 - count, 0), size, size, 3]))
+  logits = inference(cifar10_input.preprocess_for_eval(
+      tf.concat([pixels, blank], 0)), dtype)[:count]
   return tf.nn.softmax(logits, name='probabilities')

@@ -7,7 +7,7 @@ The SavedModel holds the moving averages of the weights of the newest
 checkpoint (those cifar10_eval.py evaluates) and one graph, tagged 'serve',
 with the signature 'serving_default' (method tensorflow/serving/predict):
 
-  inputs:  'images'         uint8 [N, 32, 32, 3], RGB pixels as in CIFAR-10
+  inputs:  'images'         uint8 [N, 32, 32, 3], RGB pixels as in CIFAR-10 (N >= 0)
   outputs: 'probabilities'  float32 [N, 10], softmax over the classes
            'classes'        int64 [N], the most probable class
 

@@ -304,6 +304,23 @@ def test_predict_resizes_images_of_a_static_shape(graph):
   np.testing.assert_allclose(wide, plain, atol=1e-6)
 
 
+def test_predict_any_batch_size_even_empty(graph):
+  """An empty batch gives no rows (oneDNN's convolution alone fails on
+  it), and an image's probabilities do not depend on its batch."""
+  rng = np.random.RandomState(1)
+  images = tf.placeholder(tf.uint8, [None, 32, 32, 3])
+  probabilities = cifar10.predict(images, tf.float32)
+  batch = rng.randint(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    empty = sess.run(probabilities, {images: batch[:0]})
+    one, three = [sess.run(probabilities, {images: batch[:n]}) for n in (1, 3)]
+  assert empty.shape == (0, 10)
+  assert one.shape == (1, 10) and three.shape == (3, 10)
+  np.testing.assert_allclose(three[:1], one, atol=1e-6)
+  np.testing.assert_allclose(three.sum(axis=1), 1.0, atol=1e-6)
+
+
 def test_summaries_have_legal_unique_tags(graph):
   images = tf.zeros([4, 24, 24, 3])
   labels = tf.zeros([4], tf.int32)

@@ -285,7 +285,9 @@ print(json.dumps({
     'input': [spec.dtype.name, spec.shape.as_list()],
     'outputs': {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
     'probabilities': out['probabilities'].numpy().tolist(),
-    'classes': out['classes'].numpy().tolist()}))
+    'classes': out['classes'].numpy().tolist(),
+    'empty': serve(images=tf.zeros([0, 32, 32, 3], tf.uint8))[
+        'probabilities'].shape.as_list()}))
 '''
 
 
@@ -332,6 +334,7 @@ def test_export_loads_and_agrees(trained, image_files, predicted,
   # The moving averages, as evaluation and prediction use.
   np.testing.assert_allclose(probabilities, expected, atol=1e-5)
   assert result['classes'] == probabilities.argmax(axis=1).tolist()
+  assert result['empty'] == [0, 10]
 
   # And the same as cifar10_predict.py on the files (the resized ones too).
   for i, (path, _) in enumerate(image_files):
