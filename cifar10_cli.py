@@ -489,7 +489,9 @@ def latest_checkpoint(checkpoint_dir):
   """
   checkpoints = listed_checkpoints(checkpoint_dir)
   if not checkpoints:
-    raise ValueError('no checkpoint in --checkpoint_dir=%s' % checkpoint_dir)
+    raise ValueError('no checkpoint in --checkpoint_dir=%s%s' % (
+        checkpoint_dir, '' if tf.io.gfile.isdir(checkpoint_dir) else
+        ': no such directory'))
   return checkpoints[-1]
 
 

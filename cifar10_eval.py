@@ -342,6 +342,12 @@ def _watch(evaluator, pending, seen):
 
 
 def main(argv=None):  # pylint: disable=unused-argument
+  if os.path.realpath(FLAGS.eval_dir) == os.path.realpath(
+      FLAGS.checkpoint_dir):
+    raise cifar10_cli.UsageError(
+        '--eval_dir=%s is --checkpoint_dir: TensorBoard would mix the '
+        'evaluation with training, and training\'s --fresh would remove it; '
+        'give it a directory of its own' % FLAGS.eval_dir)
   data_dir = cifar10.batches_dir()
   available = cifar10_input.num_records(data_dir, FLAGS.eval_data == 'test')
   if FLAGS.num_examples > available:

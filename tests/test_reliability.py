@@ -309,7 +309,20 @@ def test_eval_checkpoint_dir_empty_or_missing(data_dir, tmp_path, case):
                     '--checkpoint_dir=%s' % checkpoint_dir, '--run_once',
                     '--num_examples=300', '--eval_dir=%s' % (tmp_path / 'e'))
   assert _one_line_error(proc, 'cifar10_eval.py') == (
-      'no checkpoint in --checkpoint_dir=%s' % checkpoint_dir)
+      'no checkpoint in --checkpoint_dir=%s%s'
+      % (checkpoint_dir, ': no such directory' if case == 'missing' else ''))
+
+
+def test_eval_dir_must_not_be_the_checkpoint_dir(data_dir, checkpoint):
+  """Training's --fresh removes the event files in its directory, and
+  TensorBoard would show one run of both."""
+  before = _snapshot(checkpoint)
+  proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
+                    '--checkpoint_dir=%s' % checkpoint, '--run_once',
+                    '--eval_dir=%s/' % checkpoint)
+  assert _one_line_error(proc, 'cifar10_eval.py', 2).startswith(
+      '--eval_dir=%s/ is --checkpoint_dir: ' % checkpoint)
+  assert _snapshot(checkpoint) == before
 
 
 def _other_model_checkpoint(directory):
