@@ -351,7 +351,25 @@ def summarize(rates):
           'p75': float(np.percentile(rates, 75)), 'samples': int(rates.size)}
 
 
+def _refuse_training_flags():
+  """The trainers' flags that the benchmark imports but does not use (it
+  makes its own data and directories) are an error, not ignored.
+
+  Raises:
+    cifar10_cli.UsageError: naming the first such flag given.
+  """
+  used = {'batch_size', 'use_fp16'}
+  by_module = FLAGS.flags_by_module_dict()
+  for module in ('cifar10', 'cifar10_train', 'cifar10_cluster'):
+    for flag in by_module.get(module, []):
+      if flag.present and flag.name not in used:
+        raise cifar10_cli.UsageError(
+            '--%s is not a flag of the benchmark, which writes its own data '
+            'and directories (see --helpfull)' % flag.name)
+
+
 def main(argv=None):  # pylint: disable=unused-argument
+  _refuse_training_flags()
   smoke = FLAGS.smoke
   per_file, test_records = (256, 256) if smoke else (10000, 10000)
   steps = 3 if smoke else FLAGS.steps
