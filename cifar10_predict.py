@@ -4,8 +4,8 @@
       IMAGE [IMAGE ...]
 
 Each IMAGE is a PNG or JPEG file (GIF and BMP work too, but not a BMP with a
-colour palette) of any size TensorFlow decodes (JPEGs up to about 179
-megapixels), colour or grayscale. It is decoded by TensorFlow (as stored:
+colour palette) of up to about 179 megapixels (as many as TensorFlow decodes
+from a JPEG), colour or grayscale. It is decoded by TensorFlow (as stored:
 EXIF orientation is not applied), resized to 32x32 when it is not already
 (the aspect ratio is not kept), and classified by `cifar10.predict` with the
 moving averages of the weights from the newest checkpoint in
@@ -62,6 +62,30 @@ def read_file(path):
       return f.read()
   except (OSError, tf.errors.OpError) as e:
     raise ValueError('cannot read %s: %s' % (path, cifar10_cli.one_line(e)))
+
+
+# TensorFlow decodes JPEGs of up to 2**29 bytes of RGB pixels; other formats
+# are held to the same from their headers, before any decoding (a PNG of a
+# few hundred KB can declare 20000x20000 pixels: 6.8 GB to classify).
+MAX_PIXELS = 2 ** 29 // 3
+
+
+def declared_size(contents):
+  """[height, width] that the header of a PNG, GIF or BMP declares; None
+  for other files (TensorFlow's JPEG decoder checks its own)."""
+  if contents[:8] == b'\x89PNG\r\n\x1a\n' and len(contents) >= 24:
+    width, height = struct.unpack_from('>II', contents, 16)
+  elif contents[:6] in (b'GIF87a', b'GIF89a') and len(contents) >= 10:
+    width, height = struct.unpack_from('<HH', contents, 6)
+  elif contents[:2] == b'BM' and len(contents) >= 26:
+    header_size, = struct.unpack_from('<I', contents, 14)
+    # The OS/2 header has 16-bit sizes; later ones signed 32-bit (a
+    # negative height: rows stored top down).
+    width, height = struct.unpack_from('<HH' if header_size == 12 else '<ii',
+                                       contents, 18)
+  else:
+    return None
+  return [abs(height), abs(width)]
 
 
 def colour_palette_bmp(contents):
@@ -126,6 +150,12 @@ class Classifier(object):
     Raises:
       ValueError: naming `path`.
     """
+    size = declared_size(contents)
+    if size and size[0] * size[1] > MAX_PIXELS:
+      raise ValueError(
+          '%s is %dx%d pixels, more than the %d million this classifies '
+          '(as many as TensorFlow decodes from a JPEG): shrink it first'
+          % (path, size[1], size[0], round(MAX_PIXELS / 1e6)))
     if colour_palette_bmp(contents):
       raise ValueError('%s is a BMP with a colour palette, which TensorFlow '
                        'decodes as gray levels: convert it to PNG' % path)

@@ -361,8 +361,12 @@ def bad_runs(trained, image_files, tmp_path_factory):
   for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
                'export_no_checkpoint', 'export_not_empty',
                'export_unwritable', 'export_damaged_checkpoint',
-               'palette_bmp'):
+               'palette_bmp', 'huge_png'):
     (root / case).mkdir()
+  # A header declaring 20000x20000 pixels is all it takes.
+  huge = root / 'huge_png' / 'huge.png'
+  huge.write_bytes(_png_header(20000, 20000) + b'\0' * 1000)
+  cases['huge_png'] = ('cifar10_predict.py', checkpoints, str(huge))
   bogus = root / 'non_image' / 'notes.png'
   bogus.write_text('not an image at all\n')
   cases['non_image'] = ('cifar10_predict.py', checkpoints, image_files[0][0],
@@ -439,6 +443,53 @@ def test_predict_rejects_colour_palette_bmp(bad_runs):
       'TensorFlow decodes as gray levels: convert it to PNG'
       % (directory / 'red.bmp'))
   assert not proc.stdout
+
+
+def test_predict_rejects_images_too_large_to_decode(bad_runs):
+  """Refused from the header, before TensorFlow decodes gigabytes."""
+  proc, directory = bad_runs['huge_png']
+  assert _error_line(proc, 'cifar10_predict.py') == (
+      'cifar10_predict.py: error: %s is 20000x20000 pixels, more than the '
+      '179 million this classifies (as many as TensorFlow decodes from a '
+      'JPEG): shrink it first' % (directory / 'huge.png'))
+  assert not proc.stdout
+
+
+def _png_header(width, height):
+  """A PNG's signature and IHDR chunk (8-bit RGB; the CRC is not checked
+  by the header's reader)."""
+  return (b'\x89PNG\r\n\x1a\n' + b'\0\0\0\rIHDR' +
+          width.to_bytes(4, 'big') + height.to_bytes(4, 'big') +
+          b'\x08\x02\0\0\0' + b'\0' * 4)
+
+
+_DECLARED_SIZES = r'''
+import json, sys
+import cifar10_predict
+print(json.dumps([cifar10_predict.declared_size(open(path, 'rb').read())
+                  for path in sys.argv[1:]]))
+'''
+
+
+def test_declared_sizes_of_each_format(tmp_path):
+  """Width 7, height 5 from the headers of real files; JPEG is left to
+  TensorFlow's decoder."""
+  paths = []
+  for ext, fmt in (('png', 'PNG'), ('gif', 'GIF'), ('bmp', 'BMP'),
+                   ('jpg', 'JPEG')):
+    path = str(tmp_path / ('small.' + ext))
+    Image.new('RGB', (7, 5), (10, 20, 30)).save(path, fmt)
+    paths.append(path)
+  big = tmp_path / 'big.png'
+  big.write_bytes(_png_header(20000, 10000))
+  paths.append(str(big))
+  proc = subprocess.run([sys.executable, '-c', _DECLARED_SIZES] + paths,
+                        env=cifar_testdata.script_env(),
+                        cwd=cifar_testdata.REPO, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+      [5, 7], [5, 7], [5, 7], None, [10000, 20000]]
 
 
 def test_predict_rejects_missing_file(bad_runs):
