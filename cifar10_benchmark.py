@@ -138,6 +138,14 @@ def write_data(batches_dir, per_file, test_records):
     records.tofile(os.path.join(batches_dir, name))
 
 
+def _session(**options):
+  """A session that takes GPU memory as needed: this process lives through
+  the whole benchmark, next to the trainers and evaluators it starts."""
+  config = tf.ConfigProto(**options)
+  config.gpu_options.allow_growth = True
+  return tf.Session(config=config)
+
+
 def matmul_flops(size, runs):
   """Float32 FLOP/s of size x size matrix products in graph mode (median)."""
   with tf.Graph().as_default():
@@ -145,7 +153,7 @@ def matmul_flops(size, runs):
     b = tf.Variable(tf.random.normal([size, size]))
     # The sum keeps the result in the graph without copying it out.
     product = tf.reduce_sum(tf.matmul(a, b))
-    with tf.Session() as sess:
+    with _session() as sess:
       sess.run(tf.global_variables_initializer())
       sess.run(product)
       times = []
@@ -165,7 +173,7 @@ def pipeline_rate(batches_dir, batch_size, batches):
   """
   with tf.Graph().as_default():
     images, _ = cifar10_input.distorted_inputs(batches_dir, batch_size)
-    with tf.Session() as sess:
+    with _session() as sess:
       for _ in range(5):
         sess.run(images.op)
       start = time.time()
@@ -186,8 +194,7 @@ def profile_step(batches_dir, steps, warmup):
     graph = cifar10_train.build_training_graph(
         cifar10_train.tower_devices(1), batches_dir, FLAGS.batch_size)
     # One op at a time: the op times then add up to the step's.
-    config = tf.ConfigProto(inter_op_parallelism_threads=1)
-    with tf.Session(config=config) as sess:
+    with _session(inter_op_parallelism_threads=1) as sess:
       sess.run([tf.global_variables_initializer(),
                 tf.local_variables_initializer()])
       for _ in range(warmup):
@@ -358,14 +365,17 @@ def _refuse_training_flags():
   Raises:
     cifar10_cli.UsageError: naming the first such flag given.
   """
-  used = {'batch_size', 'use_fp16'}
+  # --use_fp16 picks the precision --profile traces; the figures have both.
+  used = {'batch_size', 'use_fp16'} if FLAGS.profile else {'batch_size'}
   by_module = FLAGS.flags_by_module_dict()
   for module in ('cifar10', 'cifar10_train', 'cifar10_cluster'):
     for flag in by_module.get(module, []):
       if flag.present and flag.name not in used:
         raise cifar10_cli.UsageError(
-            '--%s is not a flag of the benchmark, which writes its own data '
-            'and directories (see --helpfull)' % flag.name)
+            '--%s is not a flag of the benchmark%s (see --helpfull)'
+            % (flag.name, ' without --profile: it measures both precisions'
+               if flag.name == 'use_fp16' else
+               ', which writes its own data and directories'))
 
 
 def main(argv=None):  # pylint: disable=unused-argument

@@ -327,9 +327,9 @@ def check_checkpoint(checkpoint_path, var_map):
 
 def check_output_file(flag):
   """Fails if the file that flag `flag` names cannot be written, or is a
-  file other than a JSON report, which it would replace (a checkpoint, a
-  data file: a mistyped path must not destroy it). Call it up front, before
-  any long work, as well as before each write.
+  file that it would replace and that is not a JSON object, as the reports
+  are (a checkpoint, a data file: a mistyped path must not destroy it).
+  Call it up front, before any long work, as well as before each write.
 
   Raises:
     UsageError: naming the flag and what is wrong.
@@ -340,24 +340,26 @@ def check_output_file(flag):
              'has no directory %s' % parent if not os.path.isdir(parent) else
              'is in a directory we cannot write, %s' % parent
              if not os.access(parent, os.W_OK) else
-             'is a file that is not a JSON report: not replaced'
-             if os.path.isfile(path) and not _holds_json_object(path)
-             else None)
+             _not_replaceable(path) if os.path.isfile(path) else None)
   if problem:
     raise UsageError('--%s=%s %s' % (flag, path, problem))
 
 
-def _holds_json_object(path, max_bytes=1 << 20):
-  """Whether `path` holds a JSON object (of at most `max_bytes`), as the
-  reports do, or nothing."""
+def _not_replaceable(path, max_bytes=1 << 20):
+  """Why the file `path` must not be replaced by a report, or None if it
+  holds a JSON object (of at most `max_bytes`), as reports do, or nothing."""
+  refused = 'is a file that is not a JSON object: not replaced'
   try:
     if os.path.getsize(path) > max_bytes:
-      return False
+      return refused
     with open(path, 'rb') as f:
       text = f.read()
-    return not text or isinstance(json.loads(text), dict)
-  except (OSError, ValueError):
-    return False
+  except OSError as e:
+    return 'cannot be read (%s): not replaced' % (e.strerror or e)
+  try:
+    return None if not text or isinstance(json.loads(text), dict) else refused
+  except ValueError:
+    return refused
 
 
 def make_output_dir(flag, path):
@@ -383,6 +385,8 @@ def write_json(flag, data):
   (never a half-written file).
 
   Raises:
+    UsageError: naming the flag, if the file may not be replaced (see
+      `check_output_file`; it may have changed since that first check).
     ValueError: naming the flag, if the file cannot be written.
   """
   check_output_file(flag)

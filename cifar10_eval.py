@@ -10,7 +10,7 @@ partial batch included), and prints the tutorial's line
 
 followed by per-class accuracy and the confusion matrix. It writes summaries
 to --eval_dir, the figures to --report_json if given (never in place of a
-file that is not such a report), and nothing else.
+file that is not a JSON object), and nothing else.
 """
 
 from __future__ import absolute_import

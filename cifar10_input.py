@@ -412,8 +412,9 @@ def locate_bad_label(message):
       continue
     records = np.flatnonzero(labels == label)
     if records.size:
-      return ('bad CIFAR-10 data in %s: record %d has label %d, not 0-%d'
-              % (path, records[0], label, NUM_CLASSES - 1))
+      return ('bad CIFAR-10 data in %s: record %d (counting from 0) has '
+              'label %d, not 0-%d' % (path, records[0], label,
+                                      NUM_CLASSES - 1))
   return message
 
 

@@ -69,15 +69,17 @@ def test_bad_json_path_fails_before_measuring(tmp_path):
 
 
 @pytest.mark.parametrize('flag', ['--data_dir=/data/cifar10', '--max_steps=5',
-                                  '--worker_hosts=w0:2222'])
+                                  '--worker_hosts=w0:2222', '--use_fp16'])
 def test_trainers_flags_it_does_not_use_are_refused(tmp_path, flag):
   proc = run_script('cifar10_benchmark.py', '--smoke', '--batch_size=16',
                     flag, env={'TMPDIR': str(tmp_path)})
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
-      'cifar10_benchmark.py: error: %s is not a flag of the benchmark, which '
-      'writes its own data and directories (see --helpfull)'
-      % flag.split('=')[0])
+      'cifar10_benchmark.py: error: %s is not a flag of the benchmark%s (see '
+      '--helpfull)' % (flag.split('=')[0], (
+          ' without --profile: it measures both precisions'
+          if flag == '--use_fp16' else
+          ', which writes its own data and directories')))
   assert list(tmp_path.iterdir()) == []  # No data written.
 
 

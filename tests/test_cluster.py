@@ -650,6 +650,16 @@ def test_servers_leave_gpu_memory_to_the_workers():
   assert worker.gpu_options.allow_growth
 
 
+def test_start_server_uses_the_server_config(monkeypatch):
+  """The options reach the server: a session's cannot change its devices."""
+  task = cifar10_cluster.Task({'ps': ['p:1'], 'worker': ['w:1']}, 'ps', 0, '')
+  made = []
+  monkeypatch.setattr(tf.train, 'Server',
+                      lambda *args, **kwargs: made.append(kwargs) or 'server')
+  assert cifar10_cluster.start_server(task) == 'server'
+  assert made[0]['config'] == cifar10_cluster.server_config(task)
+
+
 def _ancestors(tensors_or_ops):
   """{name: op} of every op that running `tensors_or_ops` runs."""
   todo = [getattr(t, 'op', t) for t in tensors_or_ops]

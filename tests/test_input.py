@@ -85,7 +85,8 @@ def test_label_outside_0_to_9_is_an_error_naming_the_data(tmp_path, graph):
       % tmp_path)
   # What the scripts print: the file and the record.
   assert cifar10_input.locate_bad_label(message) == (
-      'bad CIFAR-10 data in %s: record 2 has label 10, not 0-9'
+      'bad CIFAR-10 data in %s: record 2 (counting from 0) has label 10, '
+      'not 0-9'
       % (tmp_path / 'test_batch.bin'))
   # Other errors, and this one when the files no longer hold the label,
   # are left as they are.

@@ -215,7 +215,8 @@ def test_label_outside_0_to_9(data_dir, checkpoint, tmp_path, script):
            '--num_examples=300', '--eval_dir=%s' % (tmp_path / 'eval')])
   proc = run_script(script, '--data_dir=%s' % root, *args)
   assert _one_line_error(proc, script, 1) == (
-      'bad CIFAR-10 data in %s: record 3 has label 200, not 0-9'
+      'bad CIFAR-10 data in %s: record 3 (counting from 0) has label 200, '
+      'not 0-9'
       % os.path.join(batches, broken[0]))
   assert _snapshot(root, checkpoint) == before
 
@@ -563,7 +564,7 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
     # A mistyped path must not replace a checkpoint or a data file.
     target = tmp_path / 'model.ckpt-5.index'
     target.write_bytes(b'\x00\x01{"not": "json"')
-    expected = ('--report_json=%s is a file that is not a JSON report: not '
+    expected = ('--report_json=%s is a file that is not a JSON object: not '
                 'replaced' % target)
   else:
     target = target / 'report.json'
@@ -581,8 +582,8 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
     assert target.read_bytes() == b'\x00\x01{"not": "json"'
 
 
-def test_output_files_replace_only_json_reports(tmp_path, flags):
-  """A report (a JSON object) or an empty file is replaced; any other file
+def test_output_files_replace_only_json_objects(tmp_path, flags):
+  """A JSON object (a report) or an empty file is replaced; any other file
   is refused, before and at the write."""
   import cifar10_cli  # pylint: disable=g-import-not-at-top
   import cifar10_eval  # pylint: disable=g-import-not-at-top,unused-import
@@ -594,7 +595,7 @@ def test_output_files_replace_only_json_reports(tmp_path, flags):
     assert json.loads(report.read_text()) == {'precision': 0.75}
   for other in ('[1, 2]', 'model_checkpoint_path: "model.ckpt-5"\n'):
     report.write_text(other)
-    with pytest.raises(cifar10_cli.UsageError, match='not a JSON report'):
+    with pytest.raises(cifar10_cli.UsageError, match='not a JSON object'):
       cifar10_cli.write_json('report_json', {'precision': 0.75})
     assert report.read_text() == other
 
