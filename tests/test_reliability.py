@@ -582,22 +582,28 @@ def test_bad_report_json_fails_before_evaluating(data_dir, checkpoint,
     assert target.read_bytes() == b'\x00\x01{"not": "json"'
 
 
-def test_output_files_replace_only_json_objects(tmp_path, flags):
+def test_output_files_replace_only_json_objects(tmp_path):
   """A JSON object (a report) or an empty file is replaced; any other file
   is refused, before and at the write."""
   import cifar10_cli  # pylint: disable=g-import-not-at-top
   import cifar10_eval  # pylint: disable=g-import-not-at-top,unused-import
+  flags = tf.app.flags.FLAGS
   report = tmp_path / 'report.json'
-  for old in ('{"precision": 0.5}', ''):
-    report.write_text(old)
-    flags.report_json = str(report)
-    cifar10_cli.write_json('report_json', {'precision': 0.75})
-    assert json.loads(report.read_text()) == {'precision': 0.75}
-  for other in ('[1, 2]', 'model_checkpoint_path: "model.ckpt-5"\n'):
-    report.write_text(other)
-    with pytest.raises(cifar10_cli.UsageError, match='not a JSON object'):
+  # Defined by the import above, after the flags fixture would have saved
+  # the values it restores.
+  saved, flags.report_json = flags.report_json, str(report)
+  try:
+    for old in ('{"precision": 0.5}', ''):
+      report.write_text(old)
       cifar10_cli.write_json('report_json', {'precision': 0.75})
-    assert report.read_text() == other
+      assert json.loads(report.read_text()) == {'precision': 0.75}
+    for other in ('[1, 2]', 'model_checkpoint_path: "model.ckpt-5"\n'):
+      report.write_text(other)
+      with pytest.raises(cifar10_cli.UsageError, match='not a JSON object'):
+        cifar10_cli.write_json('report_json', {'precision': 0.75})
+      assert report.read_text() == other
+  finally:
+    flags.report_json = saved
 
 
 @pytest.mark.parametrize('script', ['cifar10_train.py',
