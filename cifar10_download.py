@@ -25,8 +25,8 @@ Every failure a user can cause or fix is a `DownloadError` with a one-line
 message that names the URL, file or values involved. Only this module's own
 temporary files are ever removed; nothing outside `data_dir` is written.
 
-This module uses only the standard library (no TensorFlow calls), so it is
-quick to test; the file-layout constants come from `cifar10_input`.
+Its own code uses only the standard library. The file layout and the check
+of the extracted files come from `cifar10_input`, which imports TensorFlow.
 """
 
 from __future__ import absolute_import
@@ -419,6 +419,19 @@ def _content_range(value):
   return first, total
 
 
+def _ascii_url(url):
+  """`url` with the non-ASCII characters of its path, query and fragment
+  percent-encoded (as UTF-8), as a browser sends them: urllib fails on them
+  with an encoding error. Its host urllib encodes itself (IDNA)."""
+  def encode(text):
+    return ''.join(c if ord(c) < 128 else urllib.parse.quote(c)
+                   for c in text)
+  parts = urllib.parse.urlsplit(url)
+  return urllib.parse.urlunsplit(parts._replace(
+      path=encode(parts.path), query=encode(parts.query),
+      fragment=encode(parts.fragment)))
+
+
 def _fetch_once(url, part, tarball, progress):
   """One HTTP request: resumes `part` if it has bytes, else starts afresh.
 
@@ -427,7 +440,8 @@ def _fetch_once(url, part, tarball, progress):
     DownloadError: for failures that it would have too.
   """
   offset = _file_size(part)
-  request = urllib.request.Request(url, headers={'User-Agent': USER_AGENT})
+  request = urllib.request.Request(_ascii_url(url),
+                                   headers={'User-Agent': USER_AGENT})
   if offset:
     request.add_header('Range', 'bytes=%d-' % offset)
   try:

@@ -150,6 +150,15 @@ def test_resumes_dropped_connection_with_range(server, tarball, data_dir,
   assert 'Resuming at' in capsys.readouterr().out
 
 
+def test_url_with_non_ascii_characters(server, tarball, data_dir):
+  """Sent percent-encoded, as a browser sends them; urllib alone failed
+  with "'ascii' codec can't encode characters"."""
+  server.files['/mirrors/g%C3%B6%C3%B6d/c.tar.gz?v=%C3%A9'] = tarball
+  result = cifar10_download.maybe_download_and_extract(
+      data_dir, server.url('/mirrors/gööd/c.tar.gz?v=é'), sha256(tarball))
+  assert_extracted(result, tarball)
+
+
 def test_resumes_part_file_left_by_earlier_run(server, tarball, data_dir):
   os.makedirs(data_dir)
   with open(os.path.join(data_dir, TARBALL + '.part'), 'wb') as f:
