@@ -56,6 +56,10 @@ DATA_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
 DATA_SHA256 = ('c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd')
 DATA_BYTES = 170052171
 
+# What to do with a tarball that matched its checksum but cannot be
+# extracted: it is kept (it may be the user's), and would be used again.
+MOVE_AWAY = 'move it away and rerun to download it again'
+
 # Names inside data_dir. The tarball keeps the official name so that a manual
 # download dropped into data_dir is found.
 TARBALL_NAME = 'cifar-10-binary.tar.gz'
@@ -731,8 +735,8 @@ def _plan(members, tarball):
   top = cifar10_input.BATCHES_DIR
 
   def refused(name, why):
-    return DownloadError('refusing to extract %s: member %r %s'
-                         % (tarball, name, why))
+    return DownloadError('refusing to extract %s: member %r %s; %s'
+                         % (tarball, name, why, MOVE_AWAY))
 
   files = []
   for member in members:
@@ -757,11 +761,12 @@ def _plan(members, tarball):
   for name in _EXPECTED_BIN_FILES:
     if name not in sizes:
       raise DownloadError('%s does not hold the CIFAR-10 binary data set: '
-                          '%s/%s is missing' % (tarball, top, name))
+                          '%s/%s is missing; %s'
+                          % (tarball, top, name, MOVE_AWAY))
     problem = cifar10_input.bad_size('%s/%s in %s' % (top, name, tarball),
                                      sizes[name])
     if problem:
-      raise DownloadError(problem)
+      raise DownloadError('%s; %s' % (problem, MOVE_AWAY))
   return files
 
 
@@ -789,9 +794,8 @@ def _extract(tarball, data_dir, batches_dir):
   sys.stdout.flush()
 
   def corrupt(error):
-    return DownloadError(
-        'cannot read %s as a gzip-compressed tar archive (%s); move it away '
-        'and rerun to download it again' % (tarball, error))
+    return DownloadError('cannot read %s as a gzip-compressed tar archive '
+                         '(%s); %s' % (tarball, error, MOVE_AWAY))
 
   try:
     tar = tarfile.open(tarball, 'r:gz')

@@ -429,6 +429,7 @@ def test_malicious_archive_is_refused(tmp_path, data_dir, case, reason):
         data_dir, http_fixture.closed_port_url(), sha256(data))
   message = str(info.value)
   assert repr(member) in message and 'refusing' in message
+  assert message.endswith('; ' + cifar10_download.MOVE_AWAY)
   # Each check refuses its own case (another would, after it).
   assert reason in message, message
   assert '\n' not in message
@@ -450,9 +451,11 @@ def _place_and_extract(data_dir, data):
     cifar10_download.maybe_download_and_extract(
         data_dir, http_fixture.closed_port_url(), sha256(data))
   assert_nothing_extracted(data_dir)
-  # A file that matched its checksum is the user's to keep.
+  # A file that matched its checksum is the user's to keep, and the
+  # message says to move it away (a rerun would use it again).
   with open(path, 'rb') as f:
     assert f.read() == data
+  assert str(info.value).endswith('; ' + cifar10_download.MOVE_AWAY)
   return path, str(info.value)
 
 
