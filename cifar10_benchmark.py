@@ -141,9 +141,7 @@ def write_data(batches_dir, per_file, test_records):
 def _session(**options):
   """A session that takes GPU memory as needed: this process lives through
   the whole benchmark, next to the trainers and evaluators it starts."""
-  config = tf.ConfigProto(**options)
-  config.gpu_options.allow_growth = True
-  return tf.Session(config=config)
+  return tf.Session(config=cifar10_cli.session_config(**options))
 
 
 def matmul_flops(size, runs):

@@ -191,6 +191,21 @@ def _report(error, status):
   fail(cifar10_input.locate_bad_label(one_line(error)), status)
 
 
+def session_config(**options):
+  """The scripts' session options: ops without a GPU kernel run on the CPU,
+  and GPU memory is taken as needed, not nearly all of it at the start, so
+  that a trainer, an evaluator and the tools fit on one GPU together (with
+  the original tutorial the evaluator ran out of memory next to the
+  trainer).
+
+  Args:
+    **options: more tf.ConfigProto fields.
+  """
+  config = tf.ConfigProto(allow_soft_placement=True, **options)
+  config.gpu_options.allow_growth = True
+  return config
+
+
 def seconds_since_start():
   """Seconds since this process started (since this module was imported
   where /proc is not available)."""

@@ -313,14 +313,12 @@ def server_config(task):
   Session options cannot change them later. A parameter server keeps the
   variables on its CPU, so it creates no GPU device: on a host it shares
   with a worker it takes none of that GPU's memory. A worker takes GPU
-  memory as it needs it, like a trainer on one machine
-  (`cifar10_train.tower_session_config`).
+  memory as it needs it, like the scripts on one machine
+  (`cifar10_cli.session_config`).
   """
   if task.job_name == 'ps':
     return tf.ConfigProto(device_count={'GPU': 0})
-  config = tf.ConfigProto()
-  config.gpu_options.allow_growth = True
-  return config
+  return cifar10_cli.session_config()
 
 
 def serve(task):

@@ -112,10 +112,8 @@ class _Evaluator(object):
     cifar10_cli.check_checkpoint(checkpoint, self.var_map)
     step = cifar10_cli.checkpoint_step(checkpoint)
     if self.sess is None:
-      config = tf.ConfigProto(allow_soft_placement=True)
-      # Take GPU memory as needed, leaving the rest to a trainer next to us.
-      config.gpu_options.allow_growth = True
-      self.sess = tf.Session(graph=self.graph, config=config)
+      self.sess = tf.Session(graph=self.graph,
+                             config=cifar10_cli.session_config())
     try:
       self.saver.restore(self.sess, checkpoint)
     except (ValueError, tf.errors.OpError):

@@ -175,9 +175,7 @@ def write_saved_model(checkpoint, path):
   with tf.Graph().as_default():
     signature, var_map = build_signature()
     cifar10_cli.check_checkpoint(checkpoint, var_map)
-    config = tf.ConfigProto(allow_soft_placement=True)
-    config.gpu_options.allow_growth = True
-    with tf.Session(config=config) as sess:
+    with tf.Session(config=cifar10_cli.session_config()) as sess:
       # The model's variables take the moving averages' values, and the
       # SavedModel saves them under the model's own names.
       tf.train.Saver(var_map).restore(sess, checkpoint)

@@ -134,12 +134,10 @@ class Classifier(object):
       self.probabilities = cifar10.predict(image[None])[0]   # [NUM_CLASSES]
       self.var_map = cifar10.variables_to_restore()
       self.saver = tf.train.Saver(self.var_map)
-    config = tf.ConfigProto(allow_soft_placement=True)
-    # Take GPU memory as needed, leaving the rest to a trainer next to us.
-    config.gpu_options.allow_growth = True
     # Decoding needs no variables, so one session checks the files first
     # and classifies them once the checkpoint is restored.
-    self.sess = tf.Session(graph=self.graph, config=config)
+    self.sess = tf.Session(graph=self.graph,
+                           config=cifar10_cli.session_config())
 
   def check_image(self, path, contents):
     """Decodes `contents` to reject a file that is not an image.

@@ -511,14 +511,9 @@ def tower_session_config(devices):
   takes about 65 ms of the first step (README). Towers on GPUs, whose
   graphs the layout pass rewrites, keep TensorFlow's default (not
   measured).
-
-  GPU memory is taken as needed, not nearly all of it at the start, so that
-  cifar10_eval.py can run next to the trainer on the same GPU (with the
-  original, it ran out of memory there).
   """
-  config = tf.ConfigProto(allow_soft_placement=True,
-                          log_device_placement=FLAGS.log_device_placement)
-  config.gpu_options.allow_growth = True
+  config = cifar10_cli.session_config(
+      log_device_placement=FLAGS.log_device_placement)
   if not any('gpu' in device.lower() for device in devices):
     rewrites = config.graph_options.rewrite_options
     rewrites.meta_optimizer_iterations = rewrites.ONE

@@ -255,6 +255,14 @@ def test_trainer_takes_gpu_memory_as_needed(flags):
     assert config.gpu_options.allow_growth, devices
 
 
+def test_one_session_config_for_every_script():
+  """Soft placement and GPU memory as needed, with the caller's options."""
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  config = cifar10_cli.session_config(inter_op_parallelism_threads=1)
+  assert config.allow_soft_placement and config.gpu_options.allow_growth
+  assert config.inter_op_parallelism_threads == 1
+
+
 @pytest.mark.parametrize('dtype', ['float32', 'float16'])
 def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
                                                           monkeypatch, dtype):
