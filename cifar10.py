@@ -630,9 +630,14 @@ def learning_rate(global_step, examples_per_step):
   Returns:
     Scalar float32 learning rate.
   """
-  return tf.train.exponential_decay(INITIAL_LEARNING_RATE, global_step,
-                                    decay_steps(examples_per_step),
-                                    LEARNING_RATE_DECAY_FACTOR, staircase=True)
+  # The decays so far, by integer division: tf.train.exponential_decay
+  # divides in float32, which Grappler turns into a multiplication by the
+  # reciprocal, so for some intervals (182291 steps, at 96 images a step)
+  # it decayed one step late, and past 2**24 steps it rounded the step.
+  decays = tf.cast(global_step // decay_steps(examples_per_step), tf.float32)
+  return tf.multiply(INITIAL_LEARNING_RATE,
+                     tf.pow(LEARNING_RATE_DECAY_FACTOR, decays),
+                     name='learning_rate')
 
 
 def decay_steps(examples_per_step):

@@ -192,7 +192,11 @@ def test_labels_accept_int32_and_int64(graph):
 
 
 @pytest.mark.parametrize('examples_per_step,decay_steps',
-                         [(128, 136718), (256, 68359), (100, 175000)])
+                         [(128, 136718), (256, 68359), (100, 175000),
+                          # Where a float32 division decays a step late
+                          # (182291 / 182291 < 1 as a product with the
+                          # reciprocal) or early (past 2**24).
+                          (96, 182291), (1, 17500000)])
 def test_learning_rate_schedule(graph, examples_per_step, decay_steps):
   step = tf.placeholder(tf.int64, [])
   lr = cifar10.learning_rate(step, examples_per_step)
