@@ -157,6 +157,73 @@ def test_bias_relu_pool_equals_the_tutorials_layers_with_gradient(graph):
   assert graph.get_operation_by_name('conv1/conv1').type == 'Relu'
 
 
+def _tutorial_loss(images, labels, w):
+  """The tutorial's model and loss from plain tf.nn ops, on the weights
+  `w` (name -> variable)."""
+  def lrn(x):
+    return tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
+
+  def pool(x):
+    return tf.nn.max_pool(x, [1, 3, 3, 1], [1, 2, 2, 1], 'SAME')
+
+  def conv(x, layer):
+    return tf.nn.relu(tf.nn.bias_add(
+        tf.nn.conv2d(x, w[layer + '/weights'], [1, 1, 1, 1], 'SAME'),
+        w[layer + '/biases']))
+
+  def dense(x, layer):
+    return tf.matmul(x, w[layer + '/weights']) + w[layer + '/biases']
+
+  norm1 = lrn(pool(conv(images, 'conv1')))
+  pool2 = pool(lrn(conv(norm1, 'conv2')))
+  local3 = tf.nn.relu(dense(tf.reshape(pool2, [tf.shape(images)[0], -1]),
+                            'local3'))
+  logits = dense(tf.nn.relu(dense(local3, 'local4')), 'softmax_linear')
+  cross_entropy = tf.reduce_mean(
+      tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                     logits=logits))
+  decay = 0.004 * (tf.nn.l2_loss(w['local3/weights']) +
+                   tf.nn.l2_loss(w['local4/weights']))
+  return logits, cross_entropy + decay
+
+
+@pytest.mark.parametrize('batch', [5, 16])
+def test_model_and_loss_equal_the_tutorials_plain_ops(graph, batch):
+  """inference and loss, with their faster forms of LRN, conv1's gradient
+  and the rest, have the values and gradients of the tutorial's model
+  written with plain tf.nn ops, for every variable."""
+  rng = np.random.RandomState(batch)
+  images_value = rng.randn(batch, 24, 24, 3).astype(np.float32)
+  images_value[0] = 0  # Every ReLU at its bias alone.
+  images, labels = _placeholders()
+  logits = cifar10.inference(images)
+  total = cifar10.loss(logits, labels)
+  w = {v.op.name: v for v in tf.trainable_variables()}
+  ref_logits, ref_total = _tutorial_loss(images, labels, w)
+  variables = sorted(w.values(), key=lambda v: v.op.name)
+  grads = tf.gradients(total, variables)
+  ref_grads = tf.gradients(ref_total, variables)
+  feed = {images: images_value, labels: rng.randint(0, 10, batch)}
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    # Biases of both signs and larger weights: some ReLUs and pooling
+    # windows on, some off, and logits far from zero.
+    for v in variables:
+      scale = 0.3 if v.op.name.endswith('biases') else 2.0
+      value = sess.run(v)
+      v.load(value * scale + (scale * rng.randn(*value.shape)
+                              if scale < 1 else 0), sess)
+    out, ref, g, ref_g, t, ref_t = sess.run(
+        [logits, ref_logits, grads, ref_grads, total, ref_total], feed)
+  assert np.abs(ref).max() > 1
+  np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+  assert t == pytest.approx(ref_t, rel=1e-5)
+  for v, got, expected in zip(variables, g, ref_g):
+    assert np.abs(expected).max() > 0, v.op.name
+    error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert error < 1e-4, v.op.name
+
+
 def test_loss_on_zero_logits_is_ln10_plus_weight_decay(graph):
   images, labels = _placeholders()
   total = cifar10.loss(cifar10.inference(images), labels)
@@ -268,11 +335,14 @@ def test_one_session_config_for_every_script():
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'float16'])
-def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
-                                                          monkeypatch, dtype):
-  """Far past the first steps, where num_updates no longer lowers it, each
-  step moves an average 0.0001 of the way to its weight (float16: the
-  path with loss scaling, forced on the CPU)."""
+@pytest.mark.parametrize('start', [0, 10 ** 6])
+def test_weight_averages_decay_as_the_tutorials(graph, flags, monkeypatch,
+                                                dtype, start):
+  """The step from global step `start` moves each average (1 - decay) of
+  the way to its weight, with the decay of ExponentialMovingAverage's
+  num_updates: min(0.9999, (1 + t) / (10 + t)) for the step t it ends at,
+  2/11 for the first step, 0.9999 far into training (float16: the path
+  with loss scaling, forced on the CPU)."""
   if dtype == 'float16':
     flags.use_fp16 = True
     monkeypatch.setattr(cifar10, 'compute_dtype',
@@ -285,7 +355,7 @@ def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
   with tf.Session() as sess:
     sess.run([tf.global_variables_initializer(),
               tf.local_variables_initializer()])
-    names['global_step'].load(10 ** 6, sess)
+    names['global_step'].load(start, sess)
     # Averages apart from the weights, so that the step shows.
     for name in MODEL_SHAPES:
       average = names[name + '/ExponentialMovingAverage']
@@ -293,11 +363,12 @@ def test_weight_averages_decay_at_0_9999_late_in_training(graph, flags,
     before = sess.run(names)
     sess.run(g.train_op)
     after = sess.run(names)
-  assert after['global_step'] == 10 ** 6 + 1
+  assert after['global_step'] == start + 1
+  decay = min(0.9999, (2.0 + start) / (11.0 + start))
   for name in MODEL_SHAPES:
     average = name + '/ExponentialMovingAverage'
     np.testing.assert_allclose(
-        after[average], 0.9999 * before[average] + 0.0001 * after[name],
+        after[average], decay * before[average] + (1 - decay) * after[name],
         atol=2e-6, err_msg=average)
 
 
