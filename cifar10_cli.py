@@ -508,9 +508,14 @@ def latest_checkpoint(checkpoint_dir):
   """
   checkpoints = listed_checkpoints(checkpoint_dir)
   if not checkpoints:
-    raise ValueError('no checkpoint in --checkpoint_dir=%s%s' % (
-        checkpoint_dir, '' if tf.io.gfile.isdir(checkpoint_dir) else
-        ': no such directory'))
+    if tf.io.gfile.isdir(checkpoint_dir):
+      why = ''
+    elif tf.io.gfile.exists(checkpoint_dir):
+      why = ': not a directory'
+    else:
+      why = ': no such directory'
+    raise ValueError('no checkpoint in --checkpoint_dir=%s%s'
+                     % (checkpoint_dir, why))
   return checkpoints[-1]
 
 

@@ -228,8 +228,10 @@ def _task_from_tf_config(text):
     raise cifar10_cli.UsageError(
         'TF_CONFIG task type %s is not a job of its cluster (%s)'
         % (json.dumps(job_name), ', '.join(sorted(cluster))))
-  if (not isinstance(index, int) or isinstance(index, bool)
-      or not 0 <= index < len(cluster[job_name])):
+  if not isinstance(index, int) or isinstance(index, bool):
+    raise cifar10_cli.UsageError('TF_CONFIG task index %s is not an integer'
+                                 % json.dumps(index))
+  if not 0 <= index < len(cluster[job_name]):
     raise cifar10_cli.UsageError(
         'TF_CONFIG task index %s is out of range: cluster "%s" lists %d '
         'task(s)' % (json.dumps(index), job_name, len(cluster[job_name])))

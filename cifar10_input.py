@@ -173,7 +173,9 @@ def bad_file(path):
 def bad_size(path, size):
   """What is wrong with a file of `size` bytes as CIFAR-10 records, or None
   if it holds a whole, non-zero number of them."""
-  if size == 0 or size % RECORD_BYTES:
+  if size == 0:
+    return 'bad CIFAR-10 file %s: empty' % path
+  if size % RECORD_BYTES:
     return ('bad CIFAR-10 file %s: %d bytes is not a whole number of %d-byte '
             'records' % (path, size, RECORD_BYTES))
   return None

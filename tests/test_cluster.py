@@ -592,6 +592,9 @@ def test_bad_cluster_is_a_one_line_usage_error(args, env, message, tmp_path):
      '"task": {"type": "worker", "index": 1}}',
      'TF_CONFIG task index 1 is out of range: cluster "worker" lists 1 '
      'task(s)'),
+    (('', '', None, 0), '{"cluster": {"ps": ["a:1"], "worker": ["b:1"]}, '
+     '"task": {"type": "worker", "index": "1"}}',
+     'TF_CONFIG task index "1" is not an integer'),
     (('', '', None, 0), '{"cluster": {"ps": ["a:1"], "evaluator": ["b:1"]}, '
      '"task": {"type": "ps"}}',
      'TF_CONFIG: job "evaluator" is not supported here (only chief, worker, '

@@ -169,13 +169,19 @@ def test_bad_data_dir_for_training(data_dir, tmp_path, case, expected):
   assert not os.path.exists(train_dir) or not os.listdir(train_dir)
 
 
-@pytest.mark.parametrize('case', ['wrong_size_test_file', 'no_data'])
+@pytest.mark.parametrize('case', ['wrong_size_test_file', 'empty_test_file',
+                                  'no_data'])
 def test_bad_data_dir_for_eval(data_dir, checkpoint, tmp_path, case):
   if case == 'no_data':
     root = str(tmp_path / 'empty')
     os.makedirs(root)
     expected = r'no CIFAR-10 data in %s.*download' % re.escape(
         os.path.join(root, cifar_testdata.BATCHES_DIR))
+  elif case == 'empty_test_file':
+    def empty_it(batches):
+      open(os.path.join(batches, 'test_batch.bin'), 'wb').close()
+    root, _ = _broken_data_dir(tmp_path, data_dir, empty_it)
+    expected = r'^bad CIFAR-10 file \S*test_batch\.bin: empty$'
   else:
     def break_it(batches):
       with open(os.path.join(batches, 'test_batch.bin'), 'ab') as f:
@@ -302,17 +308,21 @@ def test_offline_names_url_and_manual_path(tmp_path):
   assert str(tmp_path / 'data' / 'cifar-10-binary.tar.gz') in message
 
 
-@pytest.mark.parametrize('case', ['empty', 'missing'])
-def test_eval_checkpoint_dir_empty_or_missing(data_dir, tmp_path, case):
+@pytest.mark.parametrize('case', ['empty', 'missing', 'file'])
+def test_eval_checkpoint_dir_empty_missing_or_a_file(data_dir, tmp_path,
+                                                     case):
   checkpoint_dir = tmp_path / 'ckpt'
   if case == 'empty':
     checkpoint_dir.mkdir()
+  elif case == 'file':
+    checkpoint_dir.write_bytes(b'not a directory')
   proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
                     '--checkpoint_dir=%s' % checkpoint_dir, '--run_once',
                     '--num_examples=300', '--eval_dir=%s' % (tmp_path / 'e'))
   assert _one_line_error(proc, 'cifar10_eval.py') == (
       'no checkpoint in --checkpoint_dir=%s%s'
-      % (checkpoint_dir, ': no such directory' if case == 'missing' else ''))
+      % (checkpoint_dir, {'empty': '', 'missing': ': no such directory',
+                          'file': ': not a directory'}[case]))
 
 
 def test_eval_dir_must_not_be_the_checkpoint_dir(data_dir, checkpoint):
