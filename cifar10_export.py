@@ -142,7 +142,7 @@ def build_signature():
   """
   size = cifar10_input.ORIGINAL_IMAGE_SIZE
   images = tf.placeholder(tf.uint8, [None, size, size, 3], name=INPUT_KEY)
-  # Float32 whatever --use_fp16 says: a served model should not depend on
+  # Float32 (main refuses --use_fp16): a served model should not depend on
   # the machine that exported it.
   probabilities = cifar10.predict(images, dtype=tf.float32)  # [N, CLASSES]
   classes = tf.argmax(probabilities, 1, name=CLASSES_KEY)  # int64 [N]
@@ -221,6 +221,11 @@ def export(checkpoint, export_dir):
 
 
 def main(argv=None):  # pylint: disable=unused-argument
+  if FLAGS.use_fp16:
+    raise cifar10_cli.UsageError(
+        '--use_fp16: the export is always float32, so that a served model '
+        'does not depend on the machine that exported it (cifar10_predict.py '
+        '--use_fp16 computes in reduced precision)')
   checkpoint = cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)
   # A stopped export, too, leaves nothing behind.
   cifar10_cli.exit_on_sigterm()

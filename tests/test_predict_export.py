@@ -361,7 +361,7 @@ def bad_runs(trained, image_files, tmp_path_factory):
   for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
                'export_no_checkpoint', 'export_not_empty',
                'export_unwritable', 'export_damaged_checkpoint',
-               'palette_bmp', 'huge_png'):
+               'palette_bmp', 'huge_png', 'export_fp16'):
     (root / case).mkdir()
   # A header declaring 20000x20000 pixels is all it takes.
   huge = root / 'huge_png' / 'huge.png'
@@ -399,6 +399,9 @@ def bad_runs(trained, image_files, tmp_path_factory):
   blocker.write_text('x')
   cases['export_unwritable'] = ('cifar10_export.py', checkpoints,
                                 '--export_dir=' + str(blocker / 'model' / '1'))
+
+  cases['export_fp16'] = ('cifar10_export.py', checkpoints, '--use_fp16',
+                          '--export_dir=' + str(root / 'export_fp16' / '1'))
 
   # Found only once the checkpoint is read, after the export's parent
   # directories are made.
@@ -506,6 +509,16 @@ def test_no_checkpoint(bad_runs, script):
   assert 'no checkpoint' in line
   assert str(directory / 'no_checkpoints') in line
   assert os.listdir(str(directory)) == ['no_checkpoints']  # No export.
+
+
+def test_export_refuses_use_fp16(bad_runs):
+  """A served model is float32: asked for less, the export says so rather
+  than writing float32 anyway."""
+  proc, directory = bad_runs['export_fp16']
+  line = _error_line(proc, 'cifar10_export.py')
+  assert line.startswith('cifar10_export.py: error: --use_fp16: the export is '
+                         'always float32')
+  assert os.listdir(str(directory)) == []
 
 
 def test_export_refuses_non_empty_dir(bad_runs):
