@@ -96,16 +96,23 @@ def test_label_outside_0_to_9_is_an_error_naming_the_data(tmp_path, graph):
   assert cifar10_input.locate_bad_label(message) == message
 
 
-def test_inputs_central_crop_exact(data_dir, graph):
-  """Evaluation batches: every test image once, in order, cropped centrally
-  and standardized, the last batch partial."""
+@pytest.mark.parametrize('eval_data', [True, False])
+def test_inputs_central_crop_exact(data_dir, graph, eval_data):
+  """Evaluation batches: every image once, in file order (the test file,
+  or the five training files one after the other), cropped centrally and
+  standardized, the last batch partial."""
   _, batches, written = data_dir
-  labels, images = written['test_batch.bin']
-  got_images, got_labels = cifar10_input.inputs(True, batches, batch_size=128)
+  names = (cifar10_input.EVAL_FILES if eval_data else
+           cifar10_input.TRAIN_FILES)
+  labels = np.concatenate([written[name][0] for name in names])
+  images = np.concatenate([written[name][1] for name in names])
+  got_images, got_labels = cifar10_input.inputs(eval_data, batches,
+                                                batch_size=128)
   assert got_images.shape.as_list() == [None, 24, 24, 3]
   with tf.Session() as sess:
     batches_out = _run_until_end(sess, [got_images, got_labels])
-  assert [len(b[1]) for b in batches_out] == [128, 128, 44]
+  assert [len(b[1]) for b in batches_out] == [128, 128, len(labels) - 256]
+  assert len(labels) - 256 in (44, 64)  # 300 test and 320 training images
   all_images = np.concatenate([b[0] for b in batches_out])
   np.testing.assert_array_equal(np.concatenate([b[1] for b in batches_out]),
                                 labels)
@@ -210,6 +217,26 @@ def _find_crop_and_flip(original, distorted):
           best = (oy, ox, flipped, [f[0] for f in fits], [f[1] for f in fits],
                   window.mean(axis=(0, 1)), corr)
   return best
+
+
+def test_distorted_inputs_shuffle_the_records(tmp_path, graph):
+  """Training batches come in random order: record i of every file has
+  label i % 10, so the files read in turn, unshuffled, would give
+  0, 0, 0, 0, 0, 1, 1, ... and a shuffled batch has no such runs."""
+  count = 200
+  labels = np.arange(count) % 10
+  images = np.zeros((count, 32, 32, 3), np.uint8)
+  for name in cifar_testdata.TRAIN_FILES:
+    with open(str(tmp_path / name), 'wb') as f:
+      f.write(cifar_testdata.encode_records(labels, images))
+  _, got_labels = cifar10_input.distorted_inputs(str(tmp_path), 100)
+  with tf.Session() as sess:
+    for _ in range(3):
+      batch = sess.run(got_labels)
+      # Each next label the same or one more: 99 of 99 pairs unshuffled,
+      # about 20 shuffled.
+      steps = (batch[1:] - batch[:-1]) % 10
+      assert np.isin(steps, [0, 1]).sum() < 60, batch
 
 
 def test_distorted_inputs_distributions(tmp_path, graph):
