@@ -243,28 +243,49 @@ class _SignalingEvaluator(object):
     return len(self.evaluated), confusion, (0.0, 1.0)
 
 
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_eval_watch_stops_after_the_evaluation_under_way(flags, signum):
-  """A signal during the first of three pending evaluations: that one is
-  reported, the others are not; a second signal acts at once."""
+@pytest.fixture
+def watching_eval(flags):
+  """cifar10_eval as a watching evaluator (not --run_once) with its signal
+  handlers installed; this process's handlers come back after the test."""
   import cifar10_eval  # pylint: disable=g-import-not-at-top
   flags.run_once = False
-  flags.eval_interval_secs = 300
   saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
     cifar10_eval._Stop.signum = None
     cifar10_eval._Stop.install()
-    evaluator = _SignalingEvaluator({'a': [signum]})
-    assert cifar10_eval._watch(evaluator, ['a', 'b', 'c'], set()) == 0
-    assert evaluator.evaluated == ['a']
-    again = KeyboardInterrupt if signum == signal.SIGINT else SystemExit
-    with pytest.raises(again):
-      os.kill(os.getpid(), signum)
-      time.sleep(1)  # The handler runs at the next bytecode.
+    yield cifar10_eval
   finally:
     cifar10_eval._Stop.signum = None
     for s, handler in saved.items():
       signal.signal(s, handler)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_eval_watch_stops_after_the_evaluation_under_way(watching_eval, flags,
+                                                         signum):
+  """A signal during the first of three pending evaluations: that one is
+  reported, the others are not; a second signal acts at once."""
+  flags.eval_interval_secs = 300
+  evaluator = _SignalingEvaluator({'a': [signum]})
+  assert watching_eval._watch(evaluator, ['a', 'b', 'c'], set()) == 0
+  assert evaluator.evaluated == ['a']
+  again = KeyboardInterrupt if signum == signal.SIGINT else SystemExit
+  with pytest.raises(again):
+    os.kill(os.getpid(), signum)
+    time.sleep(1)  # The handler runs at the next bytecode.
+
+
+def test_eval_watch_evaluates_every_checkpoint_written_meanwhile(
+    watching_eval, flags, monkeypatch):
+  """Three checkpoints written between two looks at the directory (a fast
+  trainer, a slow evaluator): each is evaluated, oldest first."""
+  flags.eval_interval_secs = 1
+  listings = iter([[('a', 1), ('b', 2), ('c', 3), ('d', 4)]])
+  monkeypatch.setattr(watching_eval, '_checkpoints',
+                      lambda unused_dir: next(listings))
+  evaluator = _SignalingEvaluator({'d': [signal.SIGTERM]})
+  assert watching_eval._watch(evaluator, ['a'], {('a', 1)}) == 0
+  assert evaluator.evaluated == ['a', 'b', 'c', 'd']
 
 
 def test_eval_on_training_data(trained, tmp_path):
