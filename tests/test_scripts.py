@@ -11,6 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import cifar10
+import cifar10_cli
 import cifar10_train
 
 from cifar_testdata import run_script, start_script
@@ -182,11 +183,13 @@ def _biased_copy(checkpoint, target, label, step):
 
 
 def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
-    trained, tmp_path, flags, graph):  # pylint: disable=unused-argument
+    trained, data_dir, tmp_path, flags,
+    graph):  # pylint: disable=unused-argument
   """The watching evaluator keeps its session and the preprocessed batches
   between checkpoints; each evaluation must still see the checkpoint's own
   weights and exactly --num_examples images, here 300 in batches of
-  128, 128 and 44."""
+  128, 128 and 44: each test image once, so the confusion matrix's rows
+  count the test labels."""
   import cifar10_eval  # pylint: disable=g-import-not-at-top
   from cifar_testdata import CLASS_NAMES  # pylint: disable=g-import-not-at-top
   root, train_dir, _, _ = trained
@@ -197,6 +200,8 @@ def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
   fresh = cifar10_eval._Evaluator(True, 300, CLASS_NAMES)
   _, expected, _ = fresh.evaluate(plain)
   fresh.close()
+  true_counts = np.bincount(data_dir[2]['test_batch.bin'][0], minlength=10)
+  np.testing.assert_array_equal(expected.sum(axis=1), true_counts)
   # A class the plain checkpoint predicts least, so the two differ.
   label = int(np.argmin(expected.sum(axis=0)))
   biased = str(tmp_path / 'model.ckpt-99')
@@ -222,8 +227,7 @@ def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
       assert step == 99
       assert confusion[:, label].sum() == 300
       # The true labels are those of the plain evaluation: the same images.
-      np.testing.assert_array_equal(confusion.sum(axis=1),
-                                    expected.sum(axis=1))
+      np.testing.assert_array_equal(confusion.sum(axis=1), true_counts)
 
 
 class _SignalingEvaluator(object):
@@ -435,6 +439,24 @@ class _RunValues(object):
     self.results = results
 
 
+def test_log_line_figures_are_per_batch_since_the_last_line(monkeypatch):
+  """With a step every 2 s, the line at step 10 (the first after step 1,
+  which includes the set-up) gives 2 sec/batch and 64 examples/sec for
+  batches of 128, and the line at step 20 the same."""
+  clock = [0.0]
+  monkeypatch.setattr(cifar10_train.time, 'time', lambda: clock[0])
+  lines = []
+  monkeypatch.setattr(cifar10_cli, 'log', lines.append)
+  graph = cifar10_train.TrainingGraph(None, None, None, None, None, 128)
+  hook = cifar10_train._TrainingMonitorHook(graph, log_frequency=10)
+  for step in range(1, 21):
+    clock[0] = 2.0 * step
+    hook.after_run(None, _RunValues((step, 1.5, 0.1)))
+  assert lines[1:] == [
+      'step 10, loss = 1.50 (64.0 examples/sec; 2.000 sec/batch)',
+      'step 20, loss = 1.50 (64.0 examples/sec; 2.000 sec/batch)']
+
+
 def test_nan_message_gives_step_learning_rate_and_last_finite_loss():
   graph = cifar10_train.TrainingGraph(None, None, None, None, None, 128)
   hook = cifar10_train._TrainingMonitorHook(graph, log_frequency=10)
@@ -446,6 +468,30 @@ def test_nan_message_gives_step_learning_rate_and_last_finite_loss():
       'loss or gradients not finite at step 43 (learning rate 0.01; last '
       'finite loss 2.2500 at step 42); training stopped without saving this '
       'state')
+
+
+@pytest.mark.parametrize('bad', [np.inf, np.nan])
+def test_non_finite_gradient_fails_the_step_with_a_finite_loss(bad):
+  """The gradients are checked too, not only the loss: a step whose loss is
+  finite but whose gradient is not changes nothing."""
+  with tf.Graph().as_default():
+    weights = tf.Variable([1.0, 2.0], name='weights')
+    global_step = tf.train.get_or_create_global_step()
+    gradient = tf.placeholder(tf.float32, [2])
+    loss = tf.identity(tf.reduce_sum(weights), name='total_loss')
+    train_op = cifar10.train(loss, global_step,
+                             grads_and_vars=[(gradient, weights)],
+                             examples_per_step=128)
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      sess.run(train_op, {gradient: [1.0, 1.0]})
+      before = sess.run(tf.global_variables())
+      with pytest.raises(tf.errors.InvalidArgumentError,
+                         match=cifar10.NON_FINITE_LOSS):
+        sess.run(train_op, {gradient: [0.5, bad]})
+      for old, new in zip(before, sess.run(tf.global_variables())):
+        np.testing.assert_array_equal(old, new)
+      assert sess.run(global_step) == 1
 
 
 def test_non_finite_loss_fails_the_step_before_any_update():
