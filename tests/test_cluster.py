@@ -322,6 +322,8 @@ def test_asynchronous_cluster(noise_cluster, tmp_path):
   assert any(cluster_rate > 1.3 * rate
              for steps in both for _, rate, cluster_rate in steps), both
   assert 80 <= _latest_step(train_dir) <= 81
+  # Only the chief writes, in asynchronous training too.
+  assert not tf.io.gfile.exists(str(tmp_path / 'other'))
   _stop_ps(ps)
 
 
@@ -550,6 +552,9 @@ def test_bad_cluster_is_a_one_line_usage_error(args, env, message, tmp_path):
     (('127.0.0.1:1', 'a:70000', 'worker', 0), None,
      "--worker_hosts: 'a:70000' is not host:port"),
     (('127.0.0.1:1', 'a:2', 'ps', 1), None,
+     '--task_index=1 is out of range: --ps_hosts lists 1 task(s)'),
+    # A ps index is checked against the ps tasks, not the workers.
+    (('127.0.0.1:1', 'a:2,b:3', 'ps', 1), None,
      '--task_index=1 is out of range: --ps_hosts lists 1 task(s)'),
     (('a:1', 'a:1,b:2', 'worker', 0), None,
      'a:1 is listed twice in the cluster: each task needs its own host:port'),

@@ -466,6 +466,22 @@ def _png_header(width, height):
           b'\x08\x02\0\0\0' + b'\0' * 4)
 
 
+def test_prediction_line_ranks_ties_in_label_order():
+  """--top_k classes, the most probable first; equal probabilities keep
+  the classes' order."""
+  code = ('import numpy, cifar10_predict; '
+          'print(cifar10_predict.format_prediction("x.png", numpy.array('
+          '[0.25, 0.25, 0.5] + [0.0] * 7, numpy.float32), %r, 3))'
+          % cifar_testdata.CLASS_NAMES)
+  proc = subprocess.run([sys.executable, '-c', code],
+                        env=cifar_testdata.script_env(),
+                        cwd=cifar_testdata.REPO, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip().splitlines()[-1] == (
+      'x.png: bird 0.500, airplane 0.250, automobile 0.250')
+
+
 _DECLARED_SIZES = r'''
 import json, sys
 import cifar10_predict

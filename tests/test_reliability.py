@@ -917,3 +917,20 @@ def test_eval_survives_checkpoint_rotation(data_dir, tmp_path):
   assert evaluator.returncode == 0, output
   assert output.count('precision @ 1 = ') >= 2
   assert 'checkpoint at step 40)' in output
+
+
+def test_checkpoints_found_by_their_files_in_step_order(tmp_path):
+  """Without a state file, the checkpoints are those with an index file,
+  ordered by step as a number (9 before 10), and the files of a save
+  that was interrupted do not count."""
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  names = ['model.ckpt-9.index', 'model.ckpt-9.data-00000-of-00001',
+           'model.ckpt-10.index', 'model.ckpt-10.meta',
+           'model.ckpt-100.meta',  # no index: not a checkpoint
+           'model.ckpt-11.index.tempstate123',
+           'model.ckpt-12.index.tmp' + '0' * 32, 'checkpoint.txt']
+  for name in names:
+    (tmp_path / name).write_bytes(b'')
+  expected = [str(tmp_path / 'model.ckpt-9'), str(tmp_path / 'model.ckpt-10')]
+  assert cifar10_cli.checkpoint_files(str(tmp_path)) == expected
+  assert cifar10_cli.latest_checkpoint(str(tmp_path)) == expected[-1]
