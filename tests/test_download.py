@@ -381,6 +381,11 @@ def _malicious(tmp_path, case):
     bad = [(BATCHES + '/escape', tarfile.SYMTYPE, outside, b''),
            (BATCHES + '/escape/via_link.txt', tarfile.REGTYPE, '', payload)]
     target = [outside + '/via_link.txt']
+  elif case == 'relative_symlink':
+    # The same through a relative link: data/cifar-10-batches-bin/../..
+    bad = [(BATCHES + '/escape', tarfile.SYMTYPE, '../../outside', b''),
+           (BATCHES + '/escape/via_link.txt', tarfile.REGTYPE, '', payload)]
+    target = [outside + '/via_link.txt']
   elif case == 'hardlink':
     bad = [(BATCHES + '/linked', tarfile.LNKTYPE, outside + '/victim', b'')]
     target = []
@@ -408,6 +413,7 @@ def _malicious(tmp_path, case):
     ('dotdot', 'has a ".." component'),
     ('nested_dotdot', 'has a ".." component'),
     ('symlink', 'is a symbolic link to'),
+    ('relative_symlink', 'is a symbolic link to'),
     ('hardlink', 'is a hard link to'),
     ('device', 'is a character device'),
     ('fifo', 'is a fifo'),
