@@ -31,6 +31,17 @@ EVAL_EXAMPLES = 40  # Not a multiple of the batch size: a partial last batch.
 META_NAMES = [n.upper() for n in cifar_testdata.CLASS_NAMES]
 
 
+def _python_output(code, *args):
+  """The last line that Python code `code` prints, run with `args` in a
+  process of its own from the repository; it must succeed."""
+  proc = subprocess.run([sys.executable, '-c', code] + list(args),
+                        env=cifar_testdata.script_env(),
+                        cwd=cifar_testdata.REPO, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout.strip().splitlines()[-1]
+
+
 def _error_line(proc, script):
   """The one `<script>: error: ...` line of a failed run (TensorFlow's own
   start-up logging may precede it on stderr)."""
@@ -319,12 +330,7 @@ def test_export_loads_and_agrees(trained, image_files, predicted,
   images = np.stack([r for _, r in image_files])
   npy = str(tmp_path / 'images.npy')
   np.save(npy, images)
-  env = cifar_testdata.script_env()
-  loaded = subprocess.run([sys.executable, '-c', _LOAD_SAVED_MODEL,
-                           export_dir, npy], env=env, capture_output=True,
-                          text=True, timeout=120)
-  assert loaded.returncode == 0, loaded.stderr
-  result = json.loads(loaded.stdout.strip().splitlines()[-1])
+  result = json.loads(_python_output(_LOAD_SAVED_MODEL, export_dir, npy))
   assert result['input'] == ['uint8', [None, 32, 32, 3]]
   count = len(image_files)
   assert result['outputs'] == {'probabilities': ['float32', [count, 10]],
@@ -473,12 +479,7 @@ def test_prediction_line_ranks_ties_in_label_order():
           'print(cifar10_predict.format_prediction("x.png", numpy.array('
           '[0.25, 0.25, 0.5] + [0.0] * 7, numpy.float32), %r, 3))'
           % cifar_testdata.CLASS_NAMES)
-  proc = subprocess.run([sys.executable, '-c', code],
-                        env=cifar_testdata.script_env(),
-                        cwd=cifar_testdata.REPO, capture_output=True,
-                        text=True, timeout=120)
-  assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.strip().splitlines()[-1] == (
+  assert _python_output(code) == (
       'x.png: bird 0.500, airplane 0.250, automobile 0.250')
 
 
@@ -502,12 +503,7 @@ def test_declared_sizes_of_each_format(tmp_path):
   big = tmp_path / 'big.png'
   big.write_bytes(_png_header(20000, 10000))
   paths.append(str(big))
-  proc = subprocess.run([sys.executable, '-c', _DECLARED_SIZES] + paths,
-                        env=cifar_testdata.script_env(),
-                        cwd=cifar_testdata.REPO, capture_output=True,
-                        text=True, timeout=120)
-  assert proc.returncode == 0, proc.stderr
-  assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+  assert json.loads(_python_output(_DECLARED_SIZES, *paths)) == [
       [5, 7], [5, 7], [5, 7], None, [10000, 20000]]
 
 
