@@ -351,11 +351,16 @@ def check_output_file(flag):
   """
   path = getattr(FLAGS, flag)
   parent = os.path.dirname(os.path.abspath(path))
-  problem = ('is a directory' if os.path.isdir(path) else
-             'has no directory %s' % parent if not os.path.isdir(parent) else
-             'is in a directory we cannot write, %s' % parent
-             if not os.access(parent, os.W_OK) else
-             _not_replaceable(path) if os.path.isfile(path) else None)
+  if os.path.isdir(path):
+    problem = 'is a directory'
+  elif not os.path.isdir(parent):
+    problem = 'has no directory %s' % parent
+  elif not os.access(parent, os.W_OK):
+    problem = 'is in a directory we cannot write, %s' % parent
+  elif os.path.isfile(path):
+    problem = _not_replaceable(path)
+  else:
+    problem = None
   if problem:
     raise UsageError('--%s=%s %s' % (flag, path, problem))
 
