@@ -6,12 +6,16 @@ records of one label byte and 3,072 image bytes (red, green, blue planes of
 """
 
 import io
+import locale
 import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import numpy as np
+
+import script_forks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCHES_DIR = 'cifar-10-batches-bin'
@@ -114,8 +118,32 @@ def script_command(script, *args):
   return [sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
 
 
+_servers = []
+
+
+def _fork_server():
+  """This test process's script_forks.ForkServer, started on first use;
+  None under CIFAR10_TESTS_FRESH_PROCESSES=1."""
+  if os.environ.get('CIFAR10_TESTS_FRESH_PROCESSES') == '1':
+    return None
+  if not _servers:
+    _servers.append(script_forks.ForkServer(script_env()))
+  return _servers[0]
+
+
+def _read_text(path):
+  # As subprocess's text mode reads a pipe.
+  with open(path, encoding=locale.getpreferredencoding(False),
+            newline=None) as f:
+    return f.read()
+
+
 def run_script(script, *args, timeout=240, check=None, env=None):
   """Runs one of the suite's scripts to the end.
+
+  In a child of script_forks.ForkServer, which has imported TensorFlow
+  already, where the run's environment allows it; otherwise in a fresh
+  interpreter.
 
   Args:
     script: file name such as 'cifar10_train.py'.
@@ -128,10 +156,21 @@ def run_script(script, *args, timeout=240, check=None, env=None):
   Returns:
     subprocess.CompletedProcess with text stdout and stderr.
   """
-  proc = subprocess.run(script_command(script, *args), cwd=REPO,
-                        env=script_env(**(env or {})), capture_output=True,
-                        text=True,
-                        timeout=timeout)
+  command = script_command(script, *args)
+  env = script_env(**(env or {}))
+  server = _fork_server()
+  if server and script_forks.forkable(env, server.env):
+    with tempfile.TemporaryDirectory() as outputs:
+      paths = [os.path.join(outputs, name) for name in ('stdout', 'stderr')]
+      status = server.run(command, REPO, env, *paths, timeout=timeout)
+      if status is None:
+        raise subprocess.TimeoutExpired(command, timeout)
+      stdout, stderr = (_read_text(path) for path in paths)
+    proc = subprocess.CompletedProcess(command, status, stdout, stderr)
+  else:
+    proc = subprocess.run(command, cwd=REPO, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
   if check is not None and proc.returncode != check:
     raise AssertionError('%s exited %d, expected %d\nstdout:\n%s\nstderr:\n%s'
                          % (script, proc.returncode, check, proc.stdout,
