@@ -46,11 +46,13 @@ class FileServer(object):
     self._thread = None
 
   def add_fault(self, status=None, drop_after=None, stall_after=None,
-                stall_seconds=2.0):
+                stall_seconds=2.0, range_from_zero=False):
     """Queues a misbehaviour for the next GET not yet given one.
 
     Args:
       status: answer with this HTTP status (e.g. 500) and no file.
+      range_from_zero: answer a Range request with status 206 but the file
+        from its first byte, and a Content-Range that says so.
       drop_after: send the headers of the full answer but only this many
         bytes of the body, then close the connection.
       stall_after: send this many body bytes, then go silent for
@@ -59,7 +61,8 @@ class FileServer(object):
     """
     self._faults.append(dict(status=status, drop_after=drop_after,
                              stall_after=stall_after,
-                             stall_seconds=stall_seconds))
+                             stall_seconds=stall_seconds,
+                             range_from_zero=range_from_zero))
 
   @property
   def port(self):
@@ -173,6 +176,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.send_header('Content-Length', '0')
       self.end_headers()
       return
+    if span and fault.get('range_from_zero'):
+      span = (0, span[1])
     if span:
       first, last = span
       body = data[first:last + 1]

@@ -204,6 +204,53 @@ def test_retries_server_errors(server, tarball, data_dir):
   assert_extracted(result, tarball)
 
 
+def test_restarts_when_server_sends_another_range(server, tarball, data_dir):
+  """A 206 answer that starts elsewhere than asked is not appended."""
+  os.makedirs(data_dir)
+  with open(os.path.join(data_dir, TARBALL + '.part'), 'wb') as f:
+    f.write(tarball[:1000])
+  server.add_fault(range_from_zero=True)
+  result = cifar10_download.maybe_download_and_extract(
+      data_dir, server.url(), sha256(tarball))
+  assert server.range_headers() == ['bytes=1000-', None]
+  with open(os.path.join(data_dir, TARBALL), 'rb') as f:
+    assert f.read() == tarball
+  assert_extracted(result, tarball)
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+  """The retry delays the download waits, in order (without waiting)."""
+  delays = []
+  monkeypatch.setattr(cifar10_download.time, 'sleep', delays.append)
+  return delays
+
+
+def test_retry_delay_doubles_while_nothing_arrives(server, tarball, data_dir,
+                                                   sleeps, capsys):
+  for _ in range(3):
+    server.add_fault(status=500)
+  cifar10_download.maybe_download_and_extract(data_dir, server.url(),
+                                              sha256(tarball))
+  assert sleeps == [0.01, 0.02, 0.04]
+  assert 'Attempt 3 of 5 failed (HTTP 500' in capsys.readouterr().out
+
+
+def test_attempts_start_over_after_progress(server, tarball, data_dir,
+                                            sleeps, monkeypatch):
+  """More drops than MAX_ATTEMPTS, each after more bytes: not given up on,
+  and no longer waits."""
+  monkeypatch.setattr(cifar10_download, 'MAX_ATTEMPTS', 2)
+  for _ in range(4):
+    server.add_fault(drop_after=100)
+  result = cifar10_download.maybe_download_and_extract(
+      data_dir, server.url(), sha256(tarball))
+  assert server.range_headers() == [None] + [
+      'bytes=%d-' % (100 * i) for i in range(1, 5)]
+  assert sleeps == [0.01] * 4
+  assert_extracted(result, tarball)
+
+
 def test_resumes_after_timeout(server, tarball, data_dir, monkeypatch,
                                capsys):
   monkeypatch.setattr(cifar10_download, 'TIMEOUT_SECONDS', 0.3)
@@ -243,7 +290,7 @@ def test_missing_file_on_server_is_not_retried(server, tarball, data_dir):
 def test_wrong_checksum_sets_file_aside(server, tarball, data_dir):
   wrong = sha256(b'something else')
   actual = sha256(tarball)
-  for attempt in range(2):
+  for attempt in range(3):
     with pytest.raises(DownloadError) as info:
       cifar10_download.maybe_download_and_extract(data_dir, server.url(),
                                                   wrong)
@@ -252,11 +299,12 @@ def test_wrong_checksum_sets_file_aside(server, tarball, data_dir):
     assert '\n' not in message
     assert server.gets() == attempt + 1
 
-  # Both downloads are kept, under distinct names; neither was used.
+  # Every download is kept, under a name of its own; none was used.
   bad = sorted(n for n in os.listdir(data_dir) if '.bad-' in n)
   assert bad == [TARBALL + '.bad-' + actual[:12],
-                 TARBALL + '.bad-' + actual[:12] + '-2']
-  assert os.path.join(data_dir, bad[1]) in message
+                 TARBALL + '.bad-' + actual[:12] + '-2',
+                 TARBALL + '.bad-' + actual[:12] + '-3']
+  assert os.path.join(data_dir, bad[2]) in message
   for name in bad:
     with open(os.path.join(data_dir, name), 'rb') as f:
       assert f.read() == tarball
