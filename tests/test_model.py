@@ -387,6 +387,30 @@ def test_predict_resizes_images_of_a_static_shape(graph):
   np.testing.assert_allclose(wide, plain, atol=1e-6)
 
 
+def test_predict_shrinks_by_area(graph):
+  """A threefold upscale whose block centres stand out is shrunk to each
+  block's mean (area), not to its centre (bilinear) nor its corner
+  (nearest), on the path of decoded files, whose size is known at run time
+  only. (The centres vary: a constant offset is what standardization takes
+  away.)"""
+  rng = np.random.RandomState(2)
+  base = rng.randint(0, 128, (1, 32, 32, 3)).astype(np.uint8)
+  step = rng.randint(0, 8, (1, 32, 32, 3)).astype(np.uint8)
+  blocks = base.repeat(3, axis=1).repeat(3, axis=2)
+  blocks[:, 1::3, 1::3] += 9 * step  # Block means: base + step.
+  images = tf.placeholder(tf.uint8, [None, None, None, 3])
+  probabilities = cifar10.predict(images, tf.float32)
+  with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    shrunk, mean, centre, corner = [
+        sess.run(probabilities, {images: x})
+        for x in (blocks, base + step, base + 9 * step, base)]
+  np.testing.assert_allclose(shrunk, mean, atol=1e-5)
+  # Differences of 1e-3 at initial weights: far above that tolerance.
+  assert np.abs(shrunk - centre).max() > 1e-4
+  assert np.abs(shrunk - corner).max() > 1e-4
+
+
 def test_predict_any_batch_size_even_empty(graph):
   """An empty batch gives no rows (oneDNN's convolution alone fails on
   it), and an image's probabilities do not depend on its batch."""

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -127,6 +128,14 @@ def image_files(trained):
   add('big.png', originals[1].repeat(2, axis=0).repeat(2, axis=1),
       originals[1])
   add('wide.png', originals[2].repeat(4, axis=1), originals[2])
+  # A threefold upscale whose block centres stand out, each by its own
+  # amount (a constant offset standardization would take away): area
+  # resizing gives each block's mean, bilinear resizing its centre.
+  base = originals[0] // 2
+  step = originals[1] % 8
+  blocks = base.repeat(3, axis=0).repeat(3, axis=1)
+  blocks[1::3, 1::3] += 9 * step
+  add('three.png', blocks, base + step)
   add('gray.png', originals[3][:, :, 1], originals[3][:, :, 1:2].repeat(3, 2))
   # 8 bits a pixel, with a palette of grays: what TensorFlow's decoder reads.
   add('gray.bmp', originals[3][:, :, 2], originals[3][:, :, 2:].repeat(3, 2))
@@ -312,6 +321,11 @@ def test_export_loads_and_agrees(trained, image_files, predicted,
   # Only the model: no temporary directory left next to it.
   assert os.listdir(str(tmp_path / 'models')) == ['1']
   assert {'saved_model.pb', 'variables'} <= set(os.listdir(export_dir))
+  # As mkdir would make it, not private like the temporary directory it was:
+  # a server running as another user reads it.
+  umask = os.umask(0)
+  os.umask(umask)
+  assert stat.S_IMODE(os.stat(export_dir).st_mode) == 0o777 & ~umask
 
   # What TensorFlow Serving reads: tag, signature name, method, tensors.
   saved = saved_model_pb2.SavedModel()
@@ -537,7 +551,7 @@ def test_export_refuses_non_empty_dir(bad_runs):
   proc, directory = bad_runs['export_not_empty']
   mine = directory / 'mine'
   line = _error_line(proc, 'cifar10_export.py')
-  assert str(mine) in line and 'not empty' in line
+  assert str(mine) in line and 'not empty (2 entries)' in line
   # Untouched, and no temporary directory left next to it.
   assert sorted(os.listdir(str(mine))) == ['notes.txt', 'variables']
   assert (mine / 'notes.txt').read_text() == 'keep me'
