@@ -36,6 +36,11 @@ def test_constants():
   assert cifar10.NUM_EPOCHS_PER_DECAY == 350.0
   assert cifar10.LEARNING_RATE_DECAY_FACTOR == 0.1
   assert cifar10.INITIAL_LEARNING_RATE == 0.1
+  assert cifar10.LOSS_AVERAGE_DECAY == 0.9
+  # Dynamic loss scaling (float16 on GPUs) starts and grows as TensorFlow's
+  # own does.
+  assert cifar10.INITIAL_LOSS_SCALE == 2.0 ** 15
+  assert cifar10.LOSS_SCALE_GROWTH_STEPS == 2000
   assert cifar10.TOWER_NAME == 'tower'
   assert cifar10.DATA_URL == (
       'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz')
