@@ -182,6 +182,25 @@ def _biased_copy(checkpoint, target, label, step):
       tf.train.Saver(variables).save(sess, target, write_meta_graph=False)
 
 
+def test_report_of_a_class_without_images(capsys):
+  """--num_examples smaller than the test set can leave a class out: its
+  accuracy is null in the JSON and '-' in the table, not 0."""
+  import cifar10_eval  # pylint: disable=g-import-not-at-top
+  from cifar_testdata import CLASS_NAMES  # pylint: disable=g-import-not-at-top
+  confusion = np.diag([3, 0, 1, 0, 0, 0, 0, 0, 0, 2]).astype(np.int64)
+  confusion[2, 9] = 1
+  figures = cifar10_eval.report(confusion, CLASS_NAMES, 5, 'model.ckpt-5')
+  assert figures['per_class'][1] == {'class': 'automobile', 'correct': 0,
+                                     'total': 0, 'accuracy': None}
+  assert figures['per_class'][2]['accuracy'] == 0.5
+  assert (figures['correct'], figures['num_examples']) == (6, 7)
+  cifar10_eval.print_report(figures)
+  table = capsys.readouterr().out.split('confusion matrix')[0]
+  rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()}
+  assert rows['automobile'][:4] == ['0', '/', '0', '-']
+  assert rows['bird'][:4] == ['1', '/', '2', '0.500']
+
+
 def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
     trained, data_dir, tmp_path, flags,
     graph):  # pylint: disable=unused-argument
@@ -208,17 +227,18 @@ def test_one_evaluator_restores_each_checkpoint_and_counts_one_pass(
   _biased_copy(plain, biased, label, 99)
 
   evaluator = cifar10_eval._Evaluator(True, 300, CLASS_NAMES)
-  results = [evaluator.evaluate(path)[:2]
-             for path in (plain, biased, plain, biased)]
+  paths = (plain, biased, plain, biased, biased)
+  results = [evaluator.evaluate(path)[:2] for path in paths]
   evaluator.close()
   evaluator.writer.close()
-  # Step 10 after 99, as after a trainer's --fresh: marked as a restart,
-  # which TensorBoard answers by dropping the points from step 10 on.
+  # Step 10 after 99, as after a trainer's --fresh, and 99 after 99, as
+  # when it writes that step again: marked as restarts, which TensorBoard
+  # answers by dropping the points from that step on.
   events = [e for path in tf.io.gfile.glob(str(tmp_path / 'eval' / '*'))
             for e in tf.train.summary_iterator(path)]
   assert [e.step for e in events if e.HasField('session_log') and
-          e.session_log.status == tf.SessionLog.START] == [10]
-  for path, (step, confusion) in zip((plain, biased) * 2, results):
+          e.session_log.status == tf.SessionLog.START] == [10, 99]
+  for path, (step, confusion) in zip(paths, results):
     assert confusion.sum() == 300
     if path == plain:
       assert step == 10
