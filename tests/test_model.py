@@ -628,6 +628,14 @@ def test_float16_loss_scale_skips_overflow_and_grows(graph, flags,
       sess.run(step, {grad: [0.5, 0.5]})
     np.testing.assert_allclose(sess.run(weights), [-0.5, 0.5])
     assert sess.run(scale) == cifar10.INITIAL_LOSS_SCALE / 2
+    # The count starts again after each doubling.
+    for expected in (2, 2, 1):
+      sess.run(step, {grad: [0.0, 0.0]})
+      assert sess.run(scale) == cifar10.INITIAL_LOSS_SCALE / expected
+    # Never below 1.
+    scale.load(1.0, sess)
+    sess.run(step, {grad: [np.inf, 1.0]})
+    assert sess.run(scale) == 1.0
     # Overflow at a scale of 1 already: halving cannot help.
     for value, overflow, expected in [(2.0, True, (False, False)),
                                       (1.0, False, (True, False)),
@@ -687,6 +695,10 @@ def test_float16_gradients_are_scaled_and_unscaled(graph, flags,
     (conv1, _), (g2, _) = sess.run(tiny[0]), expected[0]
     assert np.abs(conv1).max() > 0
     np.testing.assert_allclose(conv1 * 1e6, g2, rtol=0.1, atol=1e-3)
+    # Unscaled by the scale of the moment, as it changes.
+    cifar10._loss_scale()[0].load(2.0 ** 10, sess)
+    for (g1, _), (g2, _) in zip(sess.run(scaled), expected):
+      np.testing.assert_allclose(g1, g2, rtol=2e-2, atol=1e-4)
 
 
 def test_loss_scale_stays_off_the_parameter_servers(graph):
