@@ -686,6 +686,11 @@ def test_readers_use_a_copied_directorys_own_checkpoints(checkpoint,
   assert cifar10_cli.latest_checkpoint(copy) == own[-1]
   os.remove(os.path.join(copy, 'checkpoint'))
   assert cifar10_cli.listed_checkpoints(copy) == own
+  # A state file that names one checkpoint twice (by its absolute and its
+  # relative path) lists it once.
+  tf.train.update_checkpoint_state(copy, 'model.ckpt-2',
+                                   [own[0], 'model.ckpt-0', own[1]])
+  assert cifar10_cli.listed_checkpoints(copy) == own
 
 
 def test_eval_finds_checkpoints_without_the_state_file(data_dir, checkpoint,
@@ -711,12 +716,15 @@ def test_unwritable_train_dir(data_dir, tmp_path):
   assert blocker.read_text() == 'not a directory'
 
 
-@pytest.mark.parametrize('case', ['a file', 'under a file'])
+@pytest.mark.parametrize('case', ['a file', 'under a file', 'no files'])
 def test_unwritable_eval_dir_fails_before_evaluating(data_dir, checkpoint,
                                                      tmp_path, case):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
-  eval_dir = blocker if case == 'a file' else blocker / 'eval'
+  # /proc is a directory where no file can be created, even by root (the
+  # tests may run as root, for whom permissions block nothing).
+  eval_dir = {'a file': blocker, 'under a file': blocker / 'eval',
+              'no files': '/proc'}[case]
   proc = run_script('cifar10_eval.py', '--data_dir=%s' % data_dir[0],
                     '--checkpoint_dir=%s' % checkpoint, '--run_once',
                     '--num_examples=100', '--eval_dir=%s' % eval_dir)
