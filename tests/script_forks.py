@@ -27,6 +27,7 @@ import json
 import os
 import runpy
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,7 +55,6 @@ class ForkServer(object):
   """A client's end of one server process; `run` is thread-safe."""
 
   def __init__(self, env):
-    import subprocess  # pylint: disable=g-import-not-at-top
     self.env = dict(env)
     self._lock = threading.Lock()
     self._proc = subprocess.Popen(
