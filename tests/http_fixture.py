@@ -51,13 +51,13 @@ class FileServer(object):
 
     Args:
       status: answer with this HTTP status (e.g. 500) and no file.
-      range_from_zero: answer a Range request with status 206 but the file
-        from its first byte, and a Content-Range that says so.
       drop_after: send the headers of the full answer but only this many
         bytes of the body, then close the connection.
       stall_after: send this many body bytes, then go silent for
         `stall_seconds` before closing, to provoke a client timeout.
       stall_seconds: see stall_after.
+      range_from_zero: answer a Range request with status 206 but the file
+        from its first byte, and a Content-Range that says so.
     """
     self._faults.append(dict(status=status, drop_after=drop_after,
                              stall_after=stall_after,

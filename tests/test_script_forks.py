@@ -1,5 +1,6 @@
 """The fork server runs a script as a fresh interpreter would."""
 
+import subprocess
 import textwrap
 
 import pytest
@@ -63,7 +64,7 @@ def test_timeout(monkeypatch, tmp_path):
   monkeypatch.setenv('CIFAR10_TESTS_FRESH_PROCESSES', '0')
   script = tmp_path / 'sleep.py'
   script.write_text('import time\ntime.sleep(30)\n')
-  with pytest.raises(cifar_testdata.subprocess.TimeoutExpired):
+  with pytest.raises(subprocess.TimeoutExpired):
     cifar_testdata.run_script(str(script), timeout=0.5)
 
 
