@@ -508,7 +508,7 @@ def tower_session_config(devices):
 
   On CPUs, Grappler's graph optimization runs one pass instead of two: over
   the training graph the second pass only merges 9 of its 493 nodes, and
-  takes about 65 ms of the first step (README). Towers on GPUs, whose
+  takes about 65 ms of the first step (PERFORMANCE.md). Towers on GPUs, whose
   graphs the layout pass rewrites, keep TensorFlow's default (not
   measured).
   """
