@@ -346,6 +346,13 @@ def main(argv=None):  # pylint: disable=unused-argument
         '--eval_dir=%s is --checkpoint_dir: TensorBoard would mix the '
         'evaluation with training, and training\'s --fresh would remove it; '
         'give it a directory of its own' % FLAGS.eval_dir)
+  if (tf.io.gfile.exists(FLAGS.checkpoint_dir) and
+      not tf.io.gfile.isdir(FLAGS.checkpoint_dir)):
+    # Refused here, as a watching evaluator would otherwise wait for
+    # checkpoints in it for ever. (One not made yet is waited for: the
+    # trainer makes it.)
+    raise cifar10_cli.UsageError('--checkpoint_dir=%s is a file, not a '
+                                 'directory' % FLAGS.checkpoint_dir)
   data_dir = cifar10.batches_dir()
   available = cifar10_input.num_records(data_dir, FLAGS.eval_data == 'test')
   if FLAGS.num_examples > available:
