@@ -75,7 +75,7 @@ def check_export_dir(export_dir):
     if not tf.io.gfile.exists(export_dir):
       if '://' not in export_dir:
         # Local: the nearest existing parent must be a directory.
-        parent = os.path.dirname(os.path.abspath(export_dir))
+        parent = os.path.dirname(os.path.realpath(export_dir))
         while not os.path.exists(parent):
           parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
@@ -96,21 +96,21 @@ def check_export_dir(export_dir):
         'number for TensorFlow Serving' % (export_dir, len(names)))
 
 
-def _staging_dir(export_dir, made):
-  """An empty directory next to `export_dir`, to be renamed to it.
+def _staging_dir(export_dir, target, made):
+  """An empty directory next to `target`, to be renamed to it.
 
   Next to it, so the rename stays on one filesystem and is atomic.
 
   Args:
     export_dir: the --export_dir flag.
+    target: the directory it names, as an absolute path without links.
     made: list to which the parent directories this creates are added,
       innermost first.
 
   Raises:
     ValueError: if the parent cannot be created or written.
   """
-  path = os.path.abspath(export_dir)
-  parent = os.path.dirname(path)
+  parent = os.path.dirname(target)
   missing = parent
   while not os.path.exists(missing):
     made.append(missing)
@@ -118,7 +118,7 @@ def _staging_dir(export_dir, made):
   try:
     os.makedirs(parent, exist_ok=True)
     return tempfile.mkdtemp(
-        prefix='.%s.export-' % os.path.basename(path), dir=parent)
+        prefix='.%s.export-' % os.path.basename(target), dir=parent)
   except OSError as e:
     raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
 
@@ -196,15 +196,18 @@ def export(checkpoint, export_dir):
     # Remote filesystems have no atomic directory rename: write in place.
     write_saved_model(checkpoint, export_dir)
     return
+  # What the rename replaces: a directory, where the flag may name a link
+  # to one (which then leads to the model) or '.', which rename refuses.
+  target = os.path.realpath(export_dir)
   made = []
   staging = None
   try:
-    staging = _staging_dir(export_dir, made)
+    staging = _staging_dir(export_dir, target, made)
     _make_public(staging)
     write_saved_model(checkpoint, staging)
     try:
       # Replaces an empty directory; fails if one with files appeared.
-      os.rename(staging, export_dir)
+      os.rename(staging, target)
     except OSError as e:
       raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
   finally:

@@ -537,6 +537,27 @@ def test_no_checkpoint(bad_runs, script):
   assert os.listdir(str(directory)) == ['no_checkpoints']  # No export.
 
 
+@pytest.mark.parametrize('how', ['dot', 'link'])
+def test_export_to_an_empty_directory_by_dot_or_link(trained, tmp_path, how):
+  """The model replaces the empty directory that the flag leads to: a
+  rename refuses a path ending in '.' and cannot put a directory in place
+  of a link, where the model used to be written and then refused."""
+  empty = tmp_path / 'models' / '1'
+  empty.mkdir(parents=True)
+  if how == 'link':
+    flag = tmp_path / 'latest'
+    flag.symlink_to(empty)
+  else:
+    flag = '%s/.' % empty
+  cifar_testdata.run_script(
+      'cifar10_export.py', '--checkpoint_dir=' + trained['train_dir'],
+      '--export_dir=%s' % flag, check=0)
+  assert {'saved_model.pb', 'variables'} <= set(os.listdir(str(empty)))
+  assert os.listdir(str(tmp_path / 'models')) == ['1']
+  if how == 'link':
+    assert os.readlink(str(flag)) == str(empty)
+
+
 def test_export_refuses_use_fp16(bad_runs):
   """A served model is float32: asked for less, the export says so rather
   than writing float32 anyway."""
