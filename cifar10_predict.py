@@ -4,14 +4,14 @@
       IMAGE [IMAGE ...]
 
 Each IMAGE is a PNG or JPEG file (GIF and BMP work too, but not a BMP with a
-colour palette) of up to about 179 megapixels (as many as TensorFlow decodes
-from a JPEG), colour or grayscale. It is decoded by TensorFlow (as stored:
-EXIF orientation is not applied), resized to 32x32 when it is not already
-(the aspect ratio is not kept), and classified by `cifar10.predict` with the
-moving averages of the weights from the newest checkpoint in
---checkpoint_dir, as cifar10_eval.py evaluates them. After one log line
-naming the checkpoint, it prints one line per file, in the order given,
-with the --top_k most probable classes:
+colour palette or of other than 8, 24 or 32 bits a pixel) of up to about 179
+megapixels (as many as TensorFlow decodes from a JPEG), colour or grayscale.
+It is decoded by TensorFlow (as stored: EXIF orientation is not applied),
+resized to 32x32 when it is not already (the aspect ratio is not kept), and
+classified by `cifar10.predict` with the moving averages of the weights
+from the newest checkpoint in --checkpoint_dir, as cifar10_eval.py evaluates
+them. After one log line naming the checkpoint, it prints one line per file,
+in the order given, with the --top_k most probable classes:
 
   cat.png: cat 0.812, dog 0.102, deer 0.031
 
@@ -88,27 +88,35 @@ def declared_size(contents):
   return [abs(height), abs(width)]
 
 
-def colour_palette_bmp(contents):
-  """Whether `contents` is an 8-bit BMP with a palette of colours.
+def bmp_problem(contents):
+  """Why TensorFlow's BMP decoder would not read `contents` right; None if
+  it would, or if `contents` is not a BMP.
 
-  TensorFlow's BMP decoder reads the 8-bit values as gray levels and
-  ignores the palette: right for a grayscale BMP, whose palette maps each
-  value to that gray, silently wrong for any other.
+  The decoder reads 24 and 32 bits a pixel, and 8, whose values it takes
+  as gray levels, ignoring the palette: right for a grayscale BMP, whose
+  palette maps each value to that gray, silently wrong for any other.
+  Other depths it refuses with a message about channels.
   """
-  if contents[:2] != b'BM' or len(contents) < 54:
-    return False
+  if contents[:2] != b'BM' or len(contents) < 30:
+    return None
   header_size, = struct.unpack_from('<I', contents, 14)
   bits, = struct.unpack_from('<H', contents, 28)
+  if header_size < 40:
+    return None
+  if bits not in (8, 24, 32):
+    return 'a %d-bit BMP, which TensorFlow does not decode' % bits
+  if bits != 8 or len(contents) < 54:
+    return None
   colours, = struct.unpack_from('<I', contents, 46)
-  if header_size < 40 or bits != 8:
-    return False
   colours = colours or 256
   # Entries of blue, green, red and a reserved byte, after the header.
   table = np.frombuffer(contents[14 + header_size:], np.uint8)
   if len(table) < 4 * colours:
-    return False  # Cut short: TensorFlow's decoder reports it.
+    return None  # Cut short: TensorFlow's decoder reports it.
   table = table[:4 * colours].reshape(-1, 4)[:, :3]
-  return not (table == np.arange(colours)[:, None]).all()
+  if (table == np.arange(colours)[:, None]).all():
+    return None
+  return 'a BMP with a colour palette, which TensorFlow decodes as gray levels'
 
 
 class Classifier(object):
@@ -154,9 +162,9 @@ class Classifier(object):
           '%s is %dx%d pixels, more than the %d million this classifies '
           '(as many as TensorFlow decodes from a JPEG): shrink it first'
           % (path, size[1], size[0], round(MAX_PIXELS / 1e6)))
-    if colour_palette_bmp(contents):
-      raise ValueError('%s is a BMP with a colour palette, which TensorFlow '
-                       'decodes as gray levels: convert it to PNG' % path)
+    problem = bmp_problem(contents)
+    if problem:
+      raise ValueError('%s is %s: convert it to PNG' % (path, problem))
     try:
       return self.sess.run(self.image_size, {self.contents: contents})
     except tf.errors.OpError as e:

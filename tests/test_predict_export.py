@@ -521,6 +521,50 @@ def test_declared_sizes_of_each_format(tmp_path):
       [5, 7], [5, 7], [5, 7], None, [10000, 20000]]
 
 
+_BMP_PROBLEMS = r'''
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+import cifar10_predict
+out = {}
+for path in sys.argv[1:]:
+  with open(path, 'rb') as f:
+    contents = f.read()
+  try:
+    decoded = tf.io.decode_image(contents, channels=3,
+                                 expand_animations=False).numpy()
+    right = bool((decoded == np.asarray(Image.open(path).convert('RGB'))).all())
+  except tf.errors.OpError:
+    right = False
+  out[os.path.basename(path)] = [cifar10_predict.bmp_problem(contents), right]
+print(json.dumps(out))
+'''
+
+
+def test_bmp_problems_are_what_tensorflow_reads_wrong(tmp_path):
+  """A BMP passes exactly when TensorFlow decodes the pixels that PIL
+  reads; the others are named for what they are."""
+  pixels = np.random.RandomState(3).randint(0, 256, (6, 5, 4), np.uint8)
+  images = {'rgb': Image.fromarray(pixels[..., :3]),
+            'rgba': Image.fromarray(pixels),
+            'gray': Image.fromarray(pixels[..., 0]),
+            'palette': Image.fromarray(pixels[..., :3]).convert(
+                'P', palette=Image.ADAPTIVE),
+            'bits1': Image.fromarray(pixels[..., 0]).convert('1')}
+  paths = []
+  for name, image in images.items():
+    paths.append(str(tmp_path / (name + '.bmp')))
+    image.save(paths[-1], 'BMP')
+  results = json.loads(_python_output(_BMP_PROBLEMS, *paths))
+  assert results == {
+      'rgb.bmp': [None, True], 'rgba.bmp': [None, True],
+      'gray.bmp': [None, True],
+      'palette.bmp': ['a BMP with a colour palette, which TensorFlow decodes '
+                      'as gray levels', False],
+      'bits1.bmp': ['a 1-bit BMP, which TensorFlow does not decode', False]}
+
+
 def test_predict_rejects_missing_file(bad_runs):
   proc, directory = bad_runs['missing_file']
   line = _error_line(proc, 'cifar10_predict.py')
