@@ -109,18 +109,36 @@ def _binary_flagfile(argv, seen=None):
   return None
 
 
+# How TensorFlow escapes the strings of a failed tf.Assert's data.
+_C_ESCAPES = {b'n': b'\n', b'r': b'\r', b't': b'\t'}
+
+
+def _c_unescape(text):
+  """`text` with C escapes (\\n, \\", \\\\, \\ooo octal bytes) undone."""
+  def unescape(match):
+    code = match.group(1)
+    if len(code) == 3:
+      return bytes([int(code, 8)])
+    return _C_ESCAPES.get(code, code)
+  return re.sub(rb'\\([0-7]{3}|.)', unescape, text.encode('utf-8'),
+                flags=re.S).decode('utf-8', 'replace')
+
+
 def one_line(error):
   """The line of an error message that says what went wrong.
 
   A TensorFlow graph error starts with 'Graph execution error:' and where
   the node was defined; its own message follows the "Node: '...'" line. A
-  failed tf.Assert (one in a tf.data function, too) gives its data as
-  '[part] [part] ...'.
+  failed tf.Assert (one in a tf.data function, too) gives its data on one
+  line as '[part] [part] ...', strings C-escaped.
   """
   text = str(error).strip() or type(error).__name__
-  match = re.search(r'assertion failed: ((?:\[[^\]\n]*\] ?)+)', text)
+  match = re.search(r'assertion failed: \[(.*)\]$', text, re.M)
   if match:
-    return ' '.join(re.findall(r'\[([^\]\n]*)\]', match.group(1)))
+    # Split where one part ends and the next starts, not at every bracket:
+    # a part may hold one (a path such as 'run[1]').
+    parts = match.group(1).split('] [')
+    return ' '.join(_c_unescape(part) for part in parts)
   match = re.search(r"^Node: '[^']*'\n(.+)$", text, re.M)
   return match.group(1) if match else text.splitlines()[0]
 

@@ -71,10 +71,14 @@ def test_read_cifar10_byte_level(tmp_path, graph):
 
 
 def test_label_outside_0_to_9_is_an_error_naming_the_data(tmp_path, graph):
+  # Brackets, which TensorFlow puts around each part of the message, and
+  # characters it escapes in them.
+  directory = tmp_path / 'run[1] "a" \\ \x01 \u00e9'
+  directory.mkdir()
   images = np.zeros([4, 32, 32, 3], np.uint8)
-  with open(str(tmp_path / 'test_batch.bin'), 'wb') as f:
+  with open(str(directory / 'test_batch.bin'), 'wb') as f:
     f.write(cifar_testdata.encode_records([0, 9, 10, 3], images))
-  _, labels = cifar10_input.inputs(True, str(tmp_path), 2)
+  _, labels = cifar10_input.inputs(True, str(directory), 2)
   with tf.Session() as sess:
     assert sess.run(labels).tolist() == [0, 9]  # 9 is a label
     with pytest.raises(tf.errors.InvalidArgumentError) as raised:
@@ -82,16 +86,16 @@ def test_label_outside_0_to_9_is_an_error_naming_the_data(tmp_path, graph):
   message = cifar10_cli.one_line(raised.value)
   assert message == (
       'bad CIFAR-10 data in the test files of %s: label 10 is not 0-9'
-      % tmp_path)
+      % directory)
   # What the scripts print: the file and the record.
   assert cifar10_input.locate_bad_label(message) == (
       'bad CIFAR-10 data in %s: record 2 (counting from 0) has label 10, '
       'not 0-9'
-      % (tmp_path / 'test_batch.bin'))
+      % (directory / 'test_batch.bin'))
   # Other errors, and this one when the files no longer hold the label,
   # are left as they are.
   assert cifar10_input.locate_bad_label('disk full') == 'disk full'
-  (tmp_path / 'test_batch.bin').write_bytes(
+  (directory / 'test_batch.bin').write_bytes(
       cifar_testdata.encode_records([0, 9, 8, 3], images))
   assert cifar10_input.locate_bad_label(message) == message
 
