@@ -25,8 +25,8 @@ pixels, nothing is downloaded) into a temporary directory, then measures:
 
 Each training configuration, the matmul rate and the evaluation run
 --rounds times, interleaved, so that a slow moment of a noisy machine does
-not land on one figure only. --smoke runs everything on tiny data in a few
-seconds (what CI checks).
+not land on one figure only. --smoke runs everything on tiny data, with
+few steps and one round, in under a minute (what CI checks).
 
   python cifar10_benchmark.py --profile [--use_fp16]
 
@@ -376,8 +376,29 @@ def _refuse_training_flags():
                ', which writes its own data and directories'))
 
 
+def _refuse_flags_of_other_modes():
+  """The benchmark's own flags that --smoke or --profile do not use are an
+  error too: --smoke sets its own few steps and one round, and --profile
+  traces one run.
+
+  Raises:
+    cifar10_cli.UsageError: naming the first such flag given.
+  """
+  unused = []
+  if FLAGS.smoke:
+    unused = [('smoke', name) for name in ('steps', 'warmup')]
+  if FLAGS.smoke or FLAGS.profile:
+    mode = 'profile' if FLAGS.profile else 'smoke'
+    unused += [(mode, name) for name in ('rounds', 'later_checkpoints')]
+  for mode, name in unused:
+    if FLAGS[name].present:
+      raise cifar10_cli.UsageError('--%s is not used with --%s'
+                                   % (name, mode))
+
+
 def main(argv=None):  # pylint: disable=unused-argument
   _refuse_training_flags()
+  _refuse_flags_of_other_modes()
   smoke = FLAGS.smoke
   per_file, test_records = (256, 256) if smoke else (10000, 10000)
   steps = 3 if smoke else FLAGS.steps

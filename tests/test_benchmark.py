@@ -83,6 +83,22 @@ def test_trainers_flags_it_does_not_use_are_refused(tmp_path, flag):
   assert list(tmp_path.iterdir()) == []  # No data written.
 
 
+@pytest.mark.parametrize('args,message', [
+    (['--smoke', '--steps=5'], '--steps is not used with --smoke'),
+    (['--smoke', '--warmup=5'], '--warmup is not used with --smoke'),
+    (['--smoke', '--rounds=2'], '--rounds is not used with --smoke'),
+    (['--profile', '--later_checkpoints=2'],
+     '--later_checkpoints is not used with --profile')])
+def test_its_own_flags_a_mode_does_not_use_are_refused(tmp_path, args,
+                                                       message):
+  proc = run_script('cifar10_benchmark.py', *args,
+                    env={'TMPDIR': str(tmp_path)})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'cifar10_benchmark.py: error: ' + message)
+  assert list(tmp_path.iterdir()) == []  # No data written.
+
+
 def test_steps_and_warmup_fit_the_trainers_max_steps(tmp_path):
   proc = run_script('cifar10_benchmark.py', '--steps=2147483647',
                     env={'TMPDIR': str(tmp_path)})
