@@ -384,6 +384,16 @@ def _download(url, part, tarball):
       in a row failed without getting any further.
   """
   progress = _Progress('Downloading %s to %s' % (url, part))
+  try:
+    _download_with_retries(url, part, tarball, progress)
+  finally:
+    # Stopped mid-bar (Ctrl-C, a full disk): the error goes on a line of
+    # its own.
+    progress.end_bar()
+
+
+def _download_with_retries(url, part, tarball, progress):
+  """`_download`'s attempts, reported on `progress`."""
   furthest = _file_size(part)
   failures = 0
   while True:
@@ -585,7 +595,7 @@ class _Progress(object):
   def finish(self, done):
     if self._tty:
       self._draw(done)
-      self._end_bar()
+      self.end_bar()
     elif not self._total or self._step(done) > self._last_step:
       self._line('  %s' % self._status(done))
     self._last_step = self._step(done)
@@ -625,13 +635,15 @@ class _Progress(object):
     self._out.flush()
     self._drawn = True
 
-  def _end_bar(self):
+  def end_bar(self):
+    """Ends the bar's line, if one is drawn."""
     if self._drawn:
       self._out.write('\n')
+      self._out.flush()
       self._drawn = False
 
   def _line(self, text):
-    self._end_bar()
+    self.end_bar()
     self._out.write(text + '\n')
     self._out.flush()
 

@@ -138,6 +138,37 @@ def test_progress_bar_on_terminal(server, tarball, data_dir, monkeypatch):
   assert 'MB/s' in out
 
 
+def test_error_mid_bar_gets_a_line_of_its_own(server, tarball, data_dir,
+                                               monkeypatch):
+  """Ctrl-C (or a full disk) during the download: the bar's line is ended,
+  so the error the script prints next does not follow the bar."""
+
+  class Terminal(io.StringIO):
+
+    def isatty(self):
+      return True
+
+  terminal = Terminal()
+  monkeypatch.setattr(sys, 'stdout', terminal)
+  monkeypatch.setattr(cifar10_download, 'TTY_REFRESH_SECONDS', 0)
+  write = cifar10_download._write  # pylint: disable=protected-access
+  chunks = []
+
+  def interrupted_write(f, data, path):
+    if chunks:
+      raise KeyboardInterrupt
+    chunks.append(data)
+    write(f, data, path)
+
+  monkeypatch.setattr(cifar10_download, '_write', interrupted_write)
+  with pytest.raises(KeyboardInterrupt):
+    cifar10_download.maybe_download_and_extract(data_dir, server.url(),
+                                                sha256(tarball))
+  out = terminal.getvalue()
+  assert out.endswith('MB/s \n'), out
+  assert out.split('\n')[-2].startswith('\r  ['), out
+
+
 def test_resumes_dropped_connection_with_range(server, tarball, data_dir,
                                                capsys):
   cut = len(tarball) // 3
