@@ -13,7 +13,8 @@ The steps, each of which can be resumed or repeated by running again:
   3. Use `<data_dir>/cifar-10-binary.tar.gz` if it is there (a manual
      download), otherwise download `data_url` (https://, http:// or file://)
      into `cifar-10-binary.tar.gz.part`, resuming a partial file with an HTTP
-     Range request and retrying transient network errors with backoff.
+     Range request and retrying transient network errors with backoff (or
+     as long as a server's Retry-After asks, up to 5 minutes).
   4. Check the SHA-256 (and, for the official tarball, the size first). A
      file that fails is renamed to `cifar-10-binary.tar.gz.bad-<sha prefix>`,
      never used and never deleted.
@@ -34,6 +35,8 @@ from __future__ import division
 from __future__ import print_function
 
 import contextlib
+import datetime
+import email.utils
 import errno
 import fcntl
 import hashlib
@@ -82,6 +85,8 @@ try:
       os.environ.get('CIFAR10_DOWNLOAD_RETRY_SECONDS', '1.0'))
 except ValueError:
   RETRY_BASE_SECONDS = 1.0
+# The longest wait a server's Retry-After (on 429, 503, ...) gets.
+MAX_RETRY_AFTER_SECONDS = 300.0
 TIMEOUT_SECONDS = 30.0
 CHUNK_BYTES = 1 << 16
 USER_AGENT = 'cifar10-tutorial-download/1.0'
@@ -106,7 +111,31 @@ class DownloadError(ValueError):
 
 
 class _RetryableError(Exception):
-  """A network failure that may go away if the request is repeated."""
+  """A network failure that may go away if the request is repeated.
+
+  Attributes:
+    retry_after: seconds the server asked to wait before the next request
+      (its Retry-After header), or 0.
+  """
+
+  def __init__(self, message, retry_after=0.0):
+    super(_RetryableError, self).__init__(message)
+    self.retry_after = retry_after
+
+
+def _retry_after(value):
+  """Seconds from a Retry-After header (seconds or an HTTP date), at most
+  MAX_RETRY_AFTER_SECONDS; 0 if absent or unreadable."""
+  value = (value or '').strip()
+  if value.isdigit():
+    seconds = float(value)
+  else:
+    try:
+      seconds = (email.utils.parsedate_to_datetime(value) -
+                 datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    except (TypeError, ValueError):
+      return 0.0
+  return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def maybe_download_and_extract(data_dir, data_url=DATA_URL,
@@ -413,7 +442,8 @@ def _download_with_retries(url, part, tarball, progress):
             'cannot download %s (%s; %d attempts failed); check the network '
             'and rerun, or download %s by other means and put it at %s'
             % (url, e, failures, TARBALL_NAME, tarball))
-      delay = RETRY_BASE_SECONDS * 2 ** (failures - 1)
+      # The server's Retry-After when it asks for longer.
+      delay = max(RETRY_BASE_SECONDS * 2 ** (failures - 1), e.retry_after)
       progress.note('Attempt %d of %d failed (%s); retrying in %.1f s'
                     % (failures, MAX_ATTEMPTS, e, delay))
       time.sleep(delay)
@@ -467,7 +497,8 @@ def _fetch_once(url, part, tarball, progress):
       # which verification reports).
       return
     if e.code >= 500 or e.code in (408, 429):
-      raise _RetryableError('HTTP %d %s' % (e.code, e.reason))
+      raise _RetryableError('HTTP %d %s' % (e.code, e.reason),
+                            _retry_after(e.headers.get('Retry-After')))
     raise DownloadError('cannot download %s (HTTP %d %s); check the URL, or '
                         'download %s by other means and put it at %s'
                         % (url, e.code, e.reason, TARBALL_NAME, tarball))

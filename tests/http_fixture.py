@@ -46,7 +46,7 @@ class FileServer(object):
     self._thread = None
 
   def add_fault(self, status=None, drop_after=None, stall_after=None,
-                stall_seconds=2.0, range_from_zero=False):
+                stall_seconds=2.0, range_from_zero=False, retry_after=None):
     """Queues a misbehaviour for the next GET not yet given one.
 
     Args:
@@ -58,11 +58,13 @@ class FileServer(object):
       stall_seconds: see stall_after.
       range_from_zero: answer a Range request with status 206 but the file
         from its first byte, and a Content-Range that says so.
+      retry_after: with status, the value of a Retry-After header.
     """
     self._faults.append(dict(status=status, drop_after=drop_after,
                              stall_after=stall_after,
                              stall_seconds=stall_seconds,
-                             range_from_zero=range_from_zero))
+                             range_from_zero=range_from_zero,
+                             retry_after=retry_after))
 
   @property
   def port(self):
@@ -159,6 +161,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     fault = fixture._record(self) or {}
     if send_body and fixture.delay:
       time.sleep(fixture.delay)
+    if fault.get('retry_after') is not None:
+      self.send_response(fault['status'])
+      self.send_header('Retry-After', fault['retry_after'])
+      self.send_header('Content-Length', '0')
+      self.end_headers()
+      return
     if fault.get('status'):
       self.send_error(fault['status'])
       return

@@ -4,6 +4,8 @@ No test touches the internet: a FileServer on 127.0.0.1 serves generated
 tarballs in the CIFAR-10 layout and misbehaves on request.
 """
 
+import datetime
+import email.utils
 import gzip
 import hashlib
 import io
@@ -265,6 +267,25 @@ def test_retry_delay_doubles_while_nothing_arrives(server, tarball, data_dir,
                                               sha256(tarball))
   assert sleeps == [0.01, 0.02, 0.04]
   assert 'Attempt 3 of 5 failed (HTTP 500' in capsys.readouterr().out
+
+
+def test_retry_waits_as_long_as_the_server_asks(server, tarball, data_dir,
+                                                sleeps, monkeypatch):
+  """Retry-After, in seconds or as a date, when longer than the backoff;
+  at most MAX_RETRY_AFTER_SECONDS; unreadable, ignored."""
+  monkeypatch.setattr(cifar10_download, 'MAX_ATTEMPTS', 6)
+  server.add_fault(status=503, retry_after='7')
+  server.add_fault(status=429, retry_after='100000')
+  server.add_fault(status=503, retry_after='soon')
+  server.add_fault(status=503, retry_after='0')
+  server.add_fault(status=503, retry_after=email.utils.format_datetime(
+      datetime.datetime.now(datetime.timezone.utc) +
+      datetime.timedelta(seconds=60), usegmt=True))
+  cifar10_download.maybe_download_and_extract(data_dir, server.url(),
+                                              sha256(tarball))
+  assert sleeps[:4] == [7.0, 300.0, 0.04, 0.08]
+  assert 55 < sleeps[4] <= 60
+  assert server.gets() == 6
 
 
 def test_attempts_start_over_after_progress(server, tarball, data_dir,
