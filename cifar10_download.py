@@ -11,8 +11,10 @@ The steps, each of which can be resumed or repeated by running again:
   2. Take an exclusive lock in `data_dir`, so that two scripts started at the
      same time download and extract once; the second finds the data ready.
   3. Use `<data_dir>/cifar-10-binary.tar.gz` if it is there (a manual
-     download), otherwise download `data_url` (https://, http:// or file://)
-     into `cifar-10-binary.tar.gz.part`, resuming a partial file with an HTTP
+     download; one shorter than the official tarball, as the original
+     tutorial left a download cut short, is resumed), otherwise download
+     `data_url` (https://, http:// or file://) into
+     `cifar-10-binary.tar.gz.part`, resuming a partial file with an HTTP
      Range request and retrying transient network errors with backoff (or
      as long as a server's Retry-After asks, up to 5 minutes).
   4. Check the SHA-256 (and, for the official tarball, the size first). A
@@ -340,12 +342,21 @@ def _get_tarball(data_dir, data_url, scheme, expected_sha):
     The path of `<data_dir>/cifar-10-binary.tar.gz`.
   """
   tarball = os.path.join(data_dir, TARBALL_NAME)
+  part = tarball + PART_SUFFIX
+  if (expected_sha == DATA_SHA256 and scheme != 'file' and
+      os.path.isfile(tarball) and 0 < _file_size(tarball) < DATA_BYTES and
+      not os.path.exists(part)):
+    # The original tutorial kept a download cut short under the final name
+    # and never fetched the rest: resumed as a partial download.
+    print('%s in %s has %d of its %d bytes; resuming it'
+          % (TARBALL_NAME, data_dir, _file_size(tarball), DATA_BYTES))
+    with _os_errors('cannot move %s to %s' % (tarball, part)):
+      os.replace(tarball, part)
   if os.path.exists(tarball):
     print('Using %s, already in %s' % (TARBALL_NAME, data_dir))
     _verify(tarball, tarball, expected_sha, 'found in %s' % data_dir)
     return tarball
 
-  part = tarball + PART_SUFFIX
   if scheme == 'file':
     _copy_local(data_url, part, tarball)
   else:

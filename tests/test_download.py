@@ -404,6 +404,23 @@ def test_bad_tarball_already_present_is_set_aside(server, tarball, data_dir):
   assert_nothing_extracted(data_dir)
 
 
+def test_official_tarball_cut_short_is_resumed(server, tarball, data_dir,
+                                               monkeypatch, capsys):
+  """As the original tutorial left a download cut short: under the final
+  name. The official tarball's size shows it, and the rest is fetched."""
+  monkeypatch.setattr(cifar10_download, 'DATA_SHA256', sha256(tarball))
+  monkeypatch.setattr(cifar10_download, 'DATA_BYTES', len(tarball))
+  os.makedirs(data_dir)
+  with open(os.path.join(data_dir, TARBALL), 'wb') as f:
+    f.write(tarball[:1000])
+  result = cifar10_download.maybe_download_and_extract(
+      data_dir, server.url(), sha256(tarball))
+  assert server.range_headers() == ['bytes=1000-']
+  assert_extracted(result, tarball)
+  assert ('%s in %s has 1000 of its %d bytes; resuming it'
+          % (TARBALL, data_dir, len(tarball))) in capsys.readouterr().out
+
+
 def test_extracted_data_needs_no_request_and_no_writes(tmp_path, data_dir):
   batches_dir = os.path.join(data_dir, BATCHES)
   cifar_testdata.write_dataset(batches_dir, train_per_file=2, test_records=2)
