@@ -77,6 +77,9 @@ tf.app.flags.DEFINE_boolean(
     """type and by op (with --use_fp16: the mixed-precision step).""")
 for _name in ('rounds', 'steps', 'warmup', 'later_checkpoints'):
   cifar10_cli.positive(_name)
+# The trainers' flags it takes, listed by --help with its own.
+for _name in ('batch_size', 'use_fp16'):
+  tf.app.flags.declare_key_flag(_name)
 # The trainer runs both, as its --max_steps.
 tf.app.flags.register_multi_flags_validator(
     ['steps', 'warmup'],

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -97,6 +98,16 @@ def test_its_own_flags_a_mode_does_not_use_are_refused(tmp_path, args,
   assert proc.stderr.strip().splitlines()[-1] == (
       'cifar10_benchmark.py: error: ' + message)
   assert list(tmp_path.iterdir()) == []  # No data written.
+
+
+def test_help_lists_the_trainers_flags_it_takes():
+  """--batch_size and --use_fp16 come from cifar10.py but are the
+  benchmark's flags too: --help lists them with its own, and no other."""
+  proc = run_script('cifar10_benchmark.py', '--help')
+  listed = re.findall(r'^  --(?:\[no\])?(\w+):', proc.stdout, re.M)
+  assert sorted(listed) == ['batch_size', 'json', 'later_checkpoints',
+                            'profile', 'rounds', 'smoke', 'steps',
+                            'use_fp16', 'warmup']
 
 
 def test_steps_and_warmup_fit_the_trainers_max_steps(tmp_path):
