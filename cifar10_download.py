@@ -343,13 +343,13 @@ def _get_tarball(data_dir, data_url, scheme, expected_sha):
   """
   tarball = os.path.join(data_dir, TARBALL_NAME)
   part = tarball + PART_SUFFIX
+  size = _file_size(tarball) if os.path.isfile(tarball) else 0
   if (expected_sha == DATA_SHA256 and scheme != 'file' and
-      os.path.isfile(tarball) and 0 < _file_size(tarball) < DATA_BYTES and
-      not os.path.exists(part)):
+      0 < size < DATA_BYTES and not os.path.exists(part)):
     # The original tutorial kept a download cut short under the final name
     # and never fetched the rest: resumed as a partial download.
     print('%s in %s has %d of its %d bytes; resuming it'
-          % (TARBALL_NAME, data_dir, _file_size(tarball), DATA_BYTES))
+          % (TARBALL_NAME, data_dir, size, DATA_BYTES))
     with _os_errors('cannot move %s to %s' % (tarball, part)):
       os.replace(tarball, part)
   if os.path.exists(tarball):

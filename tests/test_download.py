@@ -124,14 +124,16 @@ def test_download_extracts_and_reports_progress(server, tarball, tmp_path,
   assert 'MB/s' in out
 
 
+class _Terminal(io.StringIO):
+  """A terminal whose output a test reads: set as sys.stdout in the test
+  itself, as pytest's capture replaces it after the fixtures."""
+
+  def isatty(self):
+    return True
+
+
 def test_progress_bar_on_terminal(server, tarball, data_dir, monkeypatch):
-
-  class Terminal(io.StringIO):
-
-    def isatty(self):
-      return True
-
-  terminal = Terminal()
+  terminal = _Terminal()
   monkeypatch.setattr(sys, 'stdout', terminal)
   cifar10_download.maybe_download_and_extract(data_dir, server.url(),
                                               sha256(tarball))
@@ -144,13 +146,7 @@ def test_error_mid_bar_gets_a_line_of_its_own(server, tarball, data_dir,
                                                monkeypatch):
   """Ctrl-C (or a full disk) during the download: the bar's line is ended,
   so the error the script prints next does not follow the bar."""
-
-  class Terminal(io.StringIO):
-
-    def isatty(self):
-      return True
-
-  terminal = Terminal()
+  terminal = _Terminal()
   monkeypatch.setattr(sys, 'stdout', terminal)
   monkeypatch.setattr(cifar10_download, 'TTY_REFRESH_SECONDS', 0)
   write = cifar10_download._write  # pylint: disable=protected-access
