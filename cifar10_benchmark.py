@@ -387,13 +387,13 @@ def _refuse_flags_of_other_modes():
   Raises:
     cifar10_cli.UsageError: naming the first such flag given.
   """
-  unused = []
+  unused = {}  # flag name -> the mode that ignores it
   if FLAGS.smoke:
-    unused = [('smoke', name) for name in ('steps', 'warmup')]
-  if FLAGS.smoke or FLAGS.profile:
-    mode = 'profile' if FLAGS.profile else 'smoke'
-    unused += [(mode, name) for name in ('rounds', 'later_checkpoints')]
-  for mode, name in unused:
+    unused = dict.fromkeys(['steps', 'warmup', 'rounds', 'later_checkpoints'],
+                           'smoke')
+  if FLAGS.profile:
+    unused.update(dict.fromkeys(['rounds', 'later_checkpoints'], 'profile'))
+  for name, mode in unused.items():
     if FLAGS[name].present:
       raise cifar10_cli.UsageError('--%s is not used with --%s'
                                    % (name, mode))
