@@ -78,6 +78,10 @@ def _parse_flags(argv):
     return FLAGS(argv)
   except tf.app.flags.Error as e:
     fail('%s (see --helpfull)' % one_line(e), status=2)
+  except SystemExit as e:
+    # absl's --help, --helpshort, --helpfull and --helpxml print the help
+    # and exit with status 1 before main; asking for help is no error.
+    sys.exit(0 if e.code == 1 else e.code)
   except UnicodeDecodeError as e:
     # absl reads a --flagfile as text, and names no file when it is not.
     fail('--flagfile=%s is not a text file of flags (%s)'

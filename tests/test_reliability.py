@@ -134,6 +134,22 @@ def test_bad_flags(tmp_path, script, args, status, message):
   assert os.listdir(str(tmp_path)) == []
 
 
+@pytest.mark.parametrize('script,flag', [
+    ('cifar10_train.py', '--help'), ('cifar10_eval.py', '-?'),
+    ('cifar10_multi_gpu_train.py', '--helpshort'),
+    ('cifar10_predict.py', '--help'), ('cifar10_export.py', '--help'),
+    ('cifar10_benchmark.py', '--helpfull')])
+def test_help_is_no_error(tmp_path, script, flag):
+  """absl exits with status 1 after the help; `make benchmark ARGS=--help`
+  then failed."""
+  proc = run_script(script, flag, env={'TMPDIR': str(tmp_path)})
+  assert proc.returncode == 0, proc.stderr
+  # The usage, then the script's own flags.
+  assert re.search(r'^flags:\n\n(.*/)?%s:\n  --' % re.escape(script),
+                   proc.stdout, re.M), proc.stdout
+  assert os.listdir(str(tmp_path)) == []
+
+
 def _broken_data_dir(tmp_path, data_dir, break_it):
   root = str(tmp_path / 'data')
   shutil.copytree(data_dir[0], root)
