@@ -573,6 +573,13 @@ def compute_gradients(total_loss, dtype=None):
   return [(g / scale, v) for g, v in zip(grads, variables)]
 
 
+def _all_finite(grads_and_vars):
+  """Scalar bool: whether every gradient value is finite. (Not through their
+  global norm, whose sum of squares overflows for large finite values.)"""
+  return tf.reduce_all([tf.reduce_all(tf.is_finite(g))
+                        for g, _ in grads_and_vars if g is not None])
+
+
 def _apply_loss_scale(grads_and_vars):
   """Zeroes non-finite float16 gradients and adapts the loss scale.
 
@@ -589,12 +596,15 @@ def _apply_loss_scale(grads_and_vars):
   scale, good_steps = _loss_scale()
   # One read, before the update, for every use below.
   current = scale.read_value()
-  finite = tf.reduce_all([tf.reduce_all(tf.is_finite(g))
-                          for g, _ in grads_and_vars])
+  finite = _all_finite(grads_and_vars)
   safe = [(tf.where(finite, g, tf.zeros_like(g)), v)
           for g, v in grads_and_vars]
-  grow = tf.logical_and(finite, good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS)
-  new_scale = tf.where(finite, tf.where(grow, current * 2.0, current),
+  doubled = current * 2.0
+  # Never to infinity, which halving would not bring back.
+  grow = tf.logical_and(
+      tf.logical_and(finite, good_steps + 1 >= LOSS_SCALE_GROWTH_STEPS),
+      tf.is_finite(doubled))
+  new_scale = tf.where(finite, tf.where(grow, doubled, current),
                        tf.maximum(current / 2.0, 1.0))
   new_good = tf.where(tf.logical_and(finite, tf.logical_not(grow)),
                       good_steps + 1, 0)
@@ -748,8 +758,7 @@ def train(total_loss, global_step, grads_and_vars=None,
     updates.append(scale_update)
     checked.append(tf.where(stuck, np.inf, 0.0))
   else:
-    checked.append(tf.linalg.global_norm(
-        [g for g, _ in grads_and_vars if g is not None]))
+    checked.append(tf.where(_all_finite(grads_and_vars), 0.0, np.inf))
   finite_check = tf.debugging.assert_all_finite(tf.stack(checked),
                                                 NON_FINITE_LOSS)
   with tf.control_dependencies([finite_check]):

@@ -632,6 +632,11 @@ def test_float16_loss_scale_skips_overflow_and_grows(graph, flags,
     for expected in (2, 2, 1):
       sess.run(step, {grad: [0.0, 0.0]})
       assert sess.run(scale) == cifar10.INITIAL_LOSS_SCALE / expected
+    # Never to infinity: it would stay there.
+    scale.load(2.0 ** 127, sess)
+    for _ in range(3):
+      sess.run(step, {grad: [0.0, 0.0]})
+    assert sess.run(scale) == 2.0 ** 127
     # Never below 1.
     scale.load(1.0, sess)
     sess.run(step, {grad: [np.inf, 1.0]})

@@ -505,13 +505,15 @@ def test_non_finite_gradient_fails_the_step_with_a_finite_loss(bad):
     with tf.Session() as sess:
       sess.run(tf.global_variables_initializer())
       sess.run(train_op, {gradient: [1.0, 1.0]})
+      # Finite, though the sum of their squares overflows float32.
+      sess.run(train_op, {gradient: [2e19, 2e19]})
       before = sess.run(tf.global_variables())
       with pytest.raises(tf.errors.InvalidArgumentError,
                          match=cifar10.NON_FINITE_LOSS):
         sess.run(train_op, {gradient: [0.5, bad]})
       for old, new in zip(before, sess.run(tf.global_variables())):
         np.testing.assert_array_equal(old, new)
-      assert sess.run(global_step) == 1
+      assert sess.run(global_step) == 2
 
 
 def test_non_finite_loss_fails_the_step_before_any_update():
