@@ -3,9 +3,10 @@
   python cifar10_predict.py [--checkpoint_dir=/tmp/cifar10_train] [--top_k=3]
       IMAGE [IMAGE ...]
 
-Each IMAGE is a PNG or JPEG file (GIF and BMP work too, but not a BMP with a
-colour palette or of other than 8, 24 or 32 bits a pixel) of up to about 179
-megapixels (as many as TensorFlow decodes from a JPEG), colour or grayscale.
+Each IMAGE is a PNG or JPEG file (GIF, WebP and BMP work too, but not an
+animated WebP, nor a BMP with a colour palette or of other than 8, 24 or 32
+bits a pixel) of up to about 179 megapixels (as many as TensorFlow decodes
+from a JPEG), colour or grayscale.
 It is decoded by TensorFlow (as stored: EXIF orientation is not applied),
 resized to 32x32 when it is not already (the aspect ratio is not kept), and
 classified by `cifar10.predict` with the moving averages of the weights
@@ -70,10 +71,38 @@ def read_file(path):
 MAX_PIXELS = 2 ** 29 // 3
 
 
+def _is_webp(contents):
+  return contents[:4] == b'RIFF' and contents[8:12] == b'WEBP'
+
+
+def _webp_size(contents):
+  """(width, height) from a WebP's first chunk: the frame header of a lossy
+  (VP8) or lossless (VP8L) image, or an extended one's (VP8X) canvas."""
+  chunk = contents[12:16]
+  if chunk == b'VP8 ':
+    # 14 bits each, after the frame tag and start code; the top 2: scaling.
+    width, height = struct.unpack_from('<HH', contents, 26)
+    return width & 0x3fff, height & 0x3fff
+  if chunk == b'VP8L':
+    # After the signature byte: 14 bits each of width - 1 and height - 1.
+    bits, = struct.unpack_from('<I', contents, 21)
+    return (bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1
+  if chunk == b'VP8X':
+    # After the flags: 24 bits each of width - 1 and height - 1.
+    return (int.from_bytes(contents[24:27], 'little') + 1,
+            int.from_bytes(contents[27:30], 'little') + 1)
+  return None
+
+
 def declared_size(contents):
-  """[height, width] that the header of a PNG, GIF or BMP declares; None
-  for other files (TensorFlow's JPEG decoder checks its own)."""
-  if contents[:8] == b'\x89PNG\r\n\x1a\n' and len(contents) >= 24:
+  """[height, width] that the header of a PNG, GIF, BMP or WebP declares;
+  None for other files (TensorFlow's JPEG decoder checks its own)."""
+  if _is_webp(contents) and len(contents) >= 30:
+    size = _webp_size(contents)
+    if size is None:
+      return None
+    width, height = size
+  elif contents[:8] == b'\x89PNG\r\n\x1a\n' and len(contents) >= 24:
     width, height = struct.unpack_from('>II', contents, 16)
   elif contents[:6] in (b'GIF87a', b'GIF89a') and len(contents) >= 10:
     width, height = struct.unpack_from('<HH', contents, 6)
@@ -119,6 +148,20 @@ def bmp_problem(contents):
   return 'a BMP with a colour palette, which TensorFlow decodes as gray levels'
 
 
+def webp_problem(contents):
+  """Why TensorFlow would not decode the WebP `contents` right; None if it
+  would, or if `contents` is not a WebP.
+
+  Of an animated WebP, TensorFlow's decoder gives another image than the
+  first frame (or, asked for every frame, corrupts its memory).
+  """
+  # The extended header's flags: bit 1, animation.
+  if (_is_webp(contents) and contents[12:16] == b'VP8X' and
+      len(contents) > 20 and contents[20] & 0x02):
+    return 'an animated WebP, which TensorFlow does not decode right'
+  return None
+
+
 class Classifier(object):
   """Decodes and classifies one encoded image per run.
 
@@ -133,11 +176,19 @@ class Classifier(object):
       # The file's bytes are fed from Python, so that reading errors name
       # the file instead of surfacing from inside the graph.
       self.contents = tf.placeholder(tf.string, [], name='contents')
+      self.webp = tf.placeholder_with_default(False, [], name='webp')
       # channels=3: grayscale is replicated and alpha dropped, since the
       # model wants RGB. expand_animations=False: a GIF gives its first
-      # frame, so every format decodes to [height, width, 3].
-      image = tf.io.decode_image(self.contents, channels=3, dtype=tf.uint8,
-                                 expand_animations=False)
+      # frame, so every format decodes to [height, width, 3]. But WebP's
+      # decoder refuses channels=3 for a file with alpha: it gets the
+      # file's channels (RGB or RGBA), and alpha is dropped here.
+      image = tf.cond(
+          self.webp,
+          lambda: tf.io.decode_image(self.contents, channels=0,
+                                     dtype=tf.uint8,
+                                     expand_animations=False)[:, :, :3],
+          lambda: tf.io.decode_image(self.contents, channels=3,
+                                     dtype=tf.uint8, expand_animations=False))
       self.image_size = tf.shape(image)[:2]
       self.probabilities = cifar10.predict(image[None])[0]   # [NUM_CLASSES]
       self.var_map = cifar10.variables_to_restore()
@@ -162,14 +213,14 @@ class Classifier(object):
           '%s is %dx%d pixels, more than the %d million this classifies '
           '(as many as TensorFlow decodes from a JPEG): shrink it first'
           % (path, size[1], size[0], round(MAX_PIXELS / 1e6)))
-    problem = bmp_problem(contents)
+    problem = bmp_problem(contents) or webp_problem(contents)
     if problem:
       raise ValueError('%s is %s: convert it to PNG' % (path, problem))
     try:
-      return self.sess.run(self.image_size, {self.contents: contents})
+      return self.sess.run(self.image_size, self._feed(contents))
     except tf.errors.OpError as e:
-      raise ValueError('%s cannot be read as an image (PNG, JPEG, GIF or '
-                       'BMP): %s' % (path, cifar10_cli.one_line(e)))
+      raise ValueError('%s cannot be read as an image (PNG, JPEG, GIF, '
+                       'WebP or BMP): %s' % (path, cifar10_cli.one_line(e)))
 
   def restore(self, checkpoint):
     """Loads the moving averages of the weights saved in `checkpoint`.
@@ -182,7 +233,10 @@ class Classifier(object):
 
   def classify(self, contents):
     """Class probabilities of one encoded image, float32 [NUM_CLASSES]."""
-    return self.sess.run(self.probabilities, {self.contents: contents})
+    return self.sess.run(self.probabilities, self._feed(contents))
+
+  def _feed(self, contents):
+    return {self.contents: contents, self.webp: _is_webp(contents)}
 
   def close(self):
     self.sess.close()

@@ -142,6 +142,10 @@ def image_files(trained):
   rgba = np.concatenate([originals[4], np.full((32, 32, 1), 77, np.uint8)],
                         axis=2)
   add('alpha.png', rgba, originals[4])
+  # Lossless, so the reference is exact. TensorFlow's WebP decoder refused
+  # channels=3 for one with alpha.
+  add('plain.webp', originals[2], originals[2], lossless=True)
+  add('alpha.webp', rgba, originals[4], lossless=True)
   jpeg = str(directory / 'photo.jpg')
   Image.fromarray(originals[5]).save(jpeg, quality=90)
   # JPEG is lossy: the reference is the decoded pixels.
@@ -381,8 +385,12 @@ def bad_runs(trained, image_files, tmp_path_factory):
   for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
                'export_no_checkpoint', 'export_not_empty',
                'export_unwritable', 'export_damaged_checkpoint',
-               'palette_bmp', 'huge_png', 'export_fp16'):
+               'palette_bmp', 'huge_png', 'export_fp16', 'animated_webp'):
     (root / case).mkdir()
+  animated = root / 'animated_webp' / 'moving.webp'
+  frames = [Image.new('RGB', (32, 32), colour) for colour in ('red', 'blue')]
+  frames[0].save(str(animated), save_all=True, append_images=frames[1:])
+  cases['animated_webp'] = ('cifar10_predict.py', checkpoints, str(animated))
   # A header declaring 20000x20000 pixels is all it takes.
   huge = root / 'huge_png' / 'huge.png'
   huge.write_bytes(_png_header(20000, 20000) + b'\0' * 1000)
@@ -453,7 +461,7 @@ def test_predict_rejects_non_image(bad_runs, image_files):
   proc, directory = bad_runs['non_image']
   line = _error_line(proc, 'cifar10_predict.py')
   assert str(directory / 'notes.png') in line
-  assert 'cannot be read as an image (PNG, JPEG, GIF or BMP)' in line
+  assert 'cannot be read as an image (PNG, JPEG, GIF, WebP or BMP)' in line
   # Checked before anything is classified: no partial output.
   assert image_files[0][0] + ':' not in proc.stdout
 
@@ -465,6 +473,16 @@ def test_predict_rejects_colour_palette_bmp(bad_runs):
       'cifar10_predict.py: error: %s is a BMP with a colour palette, which '
       'TensorFlow decodes as gray levels: convert it to PNG'
       % (directory / 'red.bmp'))
+  assert not proc.stdout
+
+
+def test_predict_rejects_animated_webp(bad_runs):
+  """TensorFlow decodes another image than its first frame."""
+  proc, directory = bad_runs['animated_webp']
+  assert _error_line(proc, 'cifar10_predict.py') == (
+      'cifar10_predict.py: error: %s is an animated WebP, which TensorFlow '
+      'does not decode right: convert it to PNG'
+      % (directory / 'moving.webp'))
   assert not proc.stdout
 
 
@@ -514,11 +532,26 @@ def test_declared_sizes_of_each_format(tmp_path):
     path = str(tmp_path / ('small.' + ext))
     Image.new('RGB', (7, 5), (10, 20, 30)).save(path, fmt)
     paths.append(path)
+  # WebP: lossy (VP8), lossless (VP8L), and extended (VP8X) for alpha.
+  alpha = np.random.RandomState(0).randint(0, 256, (5, 7, 4), np.uint8)
+  for chunk, image, lossless in ((b'VP8 ', Image.new('RGB', (7, 5)), False),
+                                 (b'VP8L', Image.new('RGB', (7, 5)), True),
+                                 (b'VP8X', Image.fromarray(alpha), False)):
+    path = tmp_path / ('%s.webp' % chunk.decode().strip())
+    image.save(str(path), 'WEBP', lossless=lossless)
+    assert path.read_bytes()[12:16] == chunk
+    paths.append(str(path))
   big = tmp_path / 'big.png'
   big.write_bytes(_png_header(20000, 10000))
   paths.append(str(big))
-  assert json.loads(_python_output(_DECLARED_SIZES, *paths)) == [
-      [5, 7], [5, 7], [5, 7], None, [10000, 20000]]
+  # Lossless WebP: 14 bits each of width - 1 and height - 1.
+  big = tmp_path / 'big.webp'
+  big.write_bytes(b'RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f' +
+                  (15999 | 11999 << 14).to_bytes(4, 'little') + b'\0' * 8)
+  paths.append(str(big))
+  sizes = json.loads(_python_output(_DECLARED_SIZES, *paths))
+  assert sizes == [[5, 7], [5, 7], [5, 7], None, [5, 7], [5, 7], [5, 7],
+                   [10000, 20000], [12000, 16000]]
 
 
 _BMP_PROBLEMS = r'''
