@@ -77,11 +77,12 @@ class _Task(object):
     return [(int(m[2]), float(m[3]), float(m[5]))
             for m in STEP_LINE.findall(self.output())]
 
-  def wait_for(self, pattern, timeout=TIMEOUT):
-    """Waits until the log matches `pattern`; returns the match."""
+  def wait_for(self, pattern, timeout=TIMEOUT, since=0):
+    """Waits until the log from character `since` on matches `pattern`;
+    returns the match."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-      match = re.search(pattern, self.output(), re.M)
+      match = re.search(pattern, self.output()[since:], re.M)
       if match:
         return match
       if self.proc.poll() is not None:
@@ -357,6 +358,9 @@ def _training_pair(cluster, tmp_path):
   args = ['--max_steps=100000', '--log_frequency=1',
           '--cluster_timeout_secs=3']
   chief = cluster.start_worker(0, str(tmp_path / 'train'), *args)
+  # The worker waits 3 s for the chief's variables too: not started before
+  # the chief is about to make them, which a slow machine takes longer for.
+  chief.wait_for(r'worker 0: synchronous training')
   worker = cluster.start_worker(1, str(tmp_path / 'other'), *args)
   worker.wait_for(r'worker 1: step \d+,')
   return chief, worker
@@ -394,8 +398,9 @@ def test_synchronous_training_goes_on_without_a_dead_worker(cluster,
   chief, worker = _training_pair(cluster, tmp_path)
   worker.proc.kill()
   worker.proc.wait()
+  # Not a line from before the worker joined.
   chief.wait_for(r'worker 0: no global step for 3 s \(a worker down\?\): '
-                 r'sending another batch')
+                 r'sending another batch', since=len(chief.output()))
   # Then steps again.
   logged = len(chief.output())
   deadline = time.time() + TIMEOUT
