@@ -1,5 +1,6 @@
 """The benchmark is a tool, not a test: this only checks that it works."""
 
+import datetime
 import json
 import os
 import re
@@ -176,7 +177,7 @@ def test_a_signal_stops_the_watching_evaluator_and_removes_the_data(
   the evaluator too): the evaluator is gone before the benchmark is."""
   proc = start_script('cifar10_benchmark.py', '--smoke',
                       env={'TMPDIR': str(tmp_path)},
-                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     deadline = time.time() + 180
     evaluators = {}
@@ -185,11 +186,14 @@ def test_a_signal_stops_the_watching_evaluator_and_removes_the_data(
                     if 'cifar10_eval.py' in line}
       time.sleep(0.05)
     assert evaluators, 'no evaluator seen'
+    signalled = datetime.datetime.now()
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=60)
   finally:
     proc.kill()
-  assert proc.returncode == 128 + signum, stderr
+  # Its log, for when the signal seems to have come too late.
+  assert proc.returncode == 128 + signum, (
+      'signalled at %s\n%s\n%s' % (signalled, stdout, stderr))
   for pid in evaluators:
     assert not os.path.exists('/proc/%d' % pid), 'evaluator %d left' % pid
   assert not list(tmp_path.glob('cifar10_benchmark-*'))
