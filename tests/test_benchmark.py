@@ -1,6 +1,5 @@
 """The benchmark is a tool, not a test: this only checks that it works."""
 
-import datetime
 import json
 import os
 import re
@@ -170,11 +169,13 @@ def _children(pid):
   return lines
 
 
-@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_watching_evaluator_and_removes_the_data(
-    tmp_path, signum):
-  """SIGTERM, or SIGINT to the benchmark alone (a terminal's Ctrl-C goes to
-  the evaluator too): the evaluator is gone before the benchmark is."""
+def _signal_its_evaluator_running(tmp_path, signum):
+  """Runs `cifar10_benchmark.py --smoke` and sends it `signum` as soon as
+  its evaluator runs.
+
+  Returns:
+    (subprocess.CompletedProcess, pids of the evaluators seen).
+  """
   proc = start_script('cifar10_benchmark.py', '--smoke',
                       env={'TMPDIR': str(tmp_path)},
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -182,18 +183,30 @@ def test_a_signal_stops_the_watching_evaluator_and_removes_the_data(
     deadline = time.time() + 180
     evaluators = {}
     while not evaluators and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
       evaluators = {pid: line for pid, line in _children(proc.pid).items()
                     if 'cifar10_eval.py' in line}
-      time.sleep(0.05)
     assert evaluators, 'no evaluator seen'
-    signalled = datetime.datetime.now()
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
   finally:
     proc.kill()
-  # Its log, for when the signal seems to have come too late.
-  assert proc.returncode == 128 + signum, (
-      'signalled at %s\n%s\n%s' % (signalled, stdout, stderr))
+  return (subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
+                                      stderr), list(evaluators))
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_watching_evaluator_and_removes_the_data(
+    tmp_path, signum):
+  """SIGTERM, or SIGINT to the benchmark alone (a terminal's Ctrl-C goes to
+  the evaluator too): the evaluator is gone before the benchmark is."""
+  proc, evaluators = _signal_its_evaluator_running(tmp_path, signum)
+  if proc.returncode == 0:
+    # Finished before the signal came: this test's process was held up for
+    # the evaluator's whole life (seen once, on a busy machine). Once more;
+    # a benchmark that ignored the signal would finish again.
+    proc, evaluators = _signal_its_evaluator_running(tmp_path, signum)
+  assert proc.returncode == 128 + signum, proc.stdout + proc.stderr
   for pid in evaluators:
     assert not os.path.exists('/proc/%d' % pid), 'evaluator %d left' % pid
   assert not list(tmp_path.glob('cifar10_benchmark-*'))
