@@ -597,9 +597,10 @@ def test_mixed_precision_learns(data_dir, flags, monkeypatch, dtype):
   monkeypatch.setattr(cifar10, 'compute_dtype',
                       lambda on_gpu=None: tf.as_dtype(dtype))
   # CPUs run float16 in slow generic kernels (about 0.1 s an image for a
-  # step here), hence fewer and smaller steps.
+  # step here), hence fewer and smaller steps. (At batch 8 the loss fell by
+  # only 0.1 in one run of the suite.)
   first, last = _learn(data_dir[1], steps=40 if dtype == 'float16' else 120,
-                       batch=8 if dtype == 'float16' else 32)
+                       batch=16 if dtype == 'float16' else 32)
   assert last < first - 0.3, (first, last)
 
 
