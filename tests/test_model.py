@@ -197,6 +197,11 @@ def test_model_and_loss_equal_the_tutorials_plain_ops(graph, batch):
   """inference and loss, with their faster forms of LRN, conv1's gradient
   and the rest, have the values and gradients of the tutorial's model
   written with plain tf.nn ops, for every variable."""
+  # Fixed weights too: the two forms round differently, and in about one
+  # draw of 16 unseeded ones at batch 16 two values of a pooling window came
+  # within rounding of each other and each form took another as the
+  # maximum, which moved a gradient (conv1/weights' by 2e-3).
+  tf.set_random_seed(batch)
   rng = np.random.RandomState(batch)
   images_value = rng.randn(batch, 24, 24, 3).astype(np.float32)
   images_value[0] = 0  # Every ReLU at its bias alone.
