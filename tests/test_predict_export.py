@@ -473,23 +473,19 @@ def test_predict_rejects_non_image(bad_runs, image_files):
   assert image_files[0][0] + ':' not in proc.stdout
 
 
-def test_predict_rejects_colour_palette_bmp(bad_runs):
-  """TensorFlow would read its palette indices as gray levels."""
-  proc, directory = bad_runs['palette_bmp']
+@pytest.mark.parametrize('case,name,problem', [
+    # TensorFlow would read its palette indices as gray levels.
+    ('palette_bmp', 'red.bmp', 'a BMP with a colour palette, which '
+     'TensorFlow decodes as gray levels'),
+    # TensorFlow decodes another image than its first frame.
+    ('animated_webp', 'moving.webp', 'an animated WebP, which TensorFlow '
+     'does not decode right')])
+def test_predict_rejects_what_tensorflow_decodes_wrong(bad_runs, case, name,
+                                                       problem):
+  proc, directory = bad_runs[case]
   assert _error_line(proc, 'cifar10_predict.py') == (
-      'cifar10_predict.py: error: %s is a BMP with a colour palette, which '
-      'TensorFlow decodes as gray levels: convert it to PNG'
-      % (directory / 'red.bmp'))
-  assert not proc.stdout
-
-
-def test_predict_rejects_animated_webp(bad_runs):
-  """TensorFlow decodes another image than its first frame."""
-  proc, directory = bad_runs['animated_webp']
-  assert _error_line(proc, 'cifar10_predict.py') == (
-      'cifar10_predict.py: error: %s is an animated WebP, which TensorFlow '
-      'does not decode right: convert it to PNG'
-      % (directory / 'moving.webp'))
+      'cifar10_predict.py: error: %s is %s: convert it to PNG'
+      % (directory / name, problem))
   assert not proc.stdout
 
 
