@@ -311,16 +311,35 @@ def non_negative(name):
 
 
 @contextlib.contextmanager
-def _reading(checkpoint_path):
-  """Turns a damaged checkpoint's TensorFlow error into one naming it."""
+def deleted_as_not_found(checkpoint_path):
+  """Turns any error of reading a checkpoint whose index file is gone into
+  NotFoundError, which callers take for a checkpoint the trainer deleted (it
+  deletes old ones at any time, the index first). TensorFlow reports a file
+  removed mid-read as NotFoundError, or, when it goes between being found
+  and being opened, as another OpError; the Saver as ValueError."""
   try:
     yield
-  except tf.errors.NotFoundError:
-    raise  # Gone: the caller decides (a trainer deletes old ones).
-  # A truncated data file raises IndexError from the checkpoint reader.
-  except (tf.errors.OpError, IndexError) as e:
-    raise ValueError('cannot read checkpoint %s (%s): move its files away to '
-                     'use the one before' % (checkpoint_path, one_line(e)))
+  except (ValueError, IndexError, tf.errors.OpError) as e:
+    if (isinstance(e, tf.errors.NotFoundError) or
+        tf.io.gfile.exists(checkpoint_path + '.index')):
+      raise
+    raise tf.errors.NotFoundError(
+        None, None, '%s was deleted' % checkpoint_path) from e
+
+
+@contextlib.contextmanager
+def _reading(checkpoint_path):
+  """Turns a damaged checkpoint's TensorFlow error into one naming it."""
+  with deleted_as_not_found(checkpoint_path):
+    try:
+      yield
+    except tf.errors.NotFoundError:
+      raise  # Gone: the caller decides (a trainer deletes old ones).
+    # A truncated data file raises IndexError from the checkpoint reader.
+    except (tf.errors.OpError, IndexError) as e:
+      raise ValueError('cannot read checkpoint %s (%s): move its files away '
+                       'to use the one before'
+                       % (checkpoint_path, one_line(e)))
 
 
 def check_checkpoint(checkpoint_path, var_map):

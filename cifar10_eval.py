@@ -114,14 +114,9 @@ class _Evaluator(object):
     if self.sess is None:
       self.sess = tf.Session(graph=self.graph,
                              config=cifar10_cli.session_config())
-    try:
+    # The trainer may have deleted it since the check above.
+    with cifar10_cli.deleted_as_not_found(checkpoint):
       self.saver.restore(self.sess, checkpoint)
-    except (ValueError, tf.errors.OpError):
-      if tf.io.gfile.exists(checkpoint + '.index'):
-        raise
-      # Deleted by the trainer since the check above: the Saver says
-      # "not a valid checkpoint".
-      raise tf.errors.NotFoundError(None, None, '%s was deleted' % checkpoint)
     confusion = np.zeros((cifar10.NUM_CLASSES, cifar10.NUM_CLASSES), np.int64)
     fetches = [self.labels, self.predictions, self.summary_op]
     try:
