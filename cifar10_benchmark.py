@@ -40,6 +40,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
+import contextlib
 import os
 import platform
 import re
@@ -280,6 +281,26 @@ def train_once(script, data_dir, train_dir, steps, extra):
           float(_PEAK.search(out).group(1)))
 
 
+@contextlib.contextmanager
+def _signals_held():
+  """Holds SIGINT and SIGTERM back while the block runs, then delivers them.
+
+  For starting a child that must be stopped: a signal that came while
+  subprocess.Popen ran, after the child started, would raise out of it and
+  leave the child with no one to stop it.
+  """
+  held = []
+  previous = {signum: signal.signal(signum, lambda got, _: held.append(got))
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+    for signum in held:
+      signal.raise_signal(signum)
+
+
 def evaluate_watching(data_dir, train_dir, work, examples, later):
   """One cifar10_eval.py watching a directory, as next to a trainer.
 
@@ -315,26 +336,28 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
           '--batch_size=%d' % FLAGS.batch_size]
   rates, first_batches = [], []
   with tempfile.TemporaryFile('w+') as stderr:
-    with subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
-                          stderr=stderr, env=_environment(), text=True,
-                          cwd=_HERE) as proc:
-      try:
-        for line in proc.stdout:
-          match = _EVAL.search(line)
-          if not match:
-            continue
-          # The rate, not count / seconds: the seconds are rounded to 1/100.
-          count, rate, first_batch = match.groups()
-          rates.append(float(rate))
-          first_batches.append(float(first_batch))
-          if len(rates) > later:
-            break
-          publish(len(rates))
-      finally:
-        # Done, or the benchmark itself failed or was stopped (see main):
-        # the evaluator would otherwise watch on. Waited for: after a
-        # KeyboardInterrupt, leaving the `with` would not wait, and it
-        # would outlive the benchmark and its temporary data.
+    proc = None
+    try:
+      with _signals_held():
+        proc = subprocess.Popen([sys.executable] + args,
+                                stdout=subprocess.PIPE, stderr=stderr,
+                                env=_environment(), text=True, cwd=_HERE)
+      for line in proc.stdout:
+        match = _EVAL.search(line)
+        if not match:
+          continue
+        # The rate, not count / seconds: the seconds are rounded to 1/100.
+        count, rate, first_batch = match.groups()
+        rates.append(float(rate))
+        first_batches.append(float(first_batch))
+        if len(rates) > later:
+          break
+        publish(len(rates))
+    finally:
+      # Done, or the benchmark itself failed or was stopped (see main):
+      # the evaluator would otherwise watch on, and outlive the benchmark
+      # and its temporary data.
+      if proc is not None:
         if proc.poll() is None:
           proc.terminate()
           try:
@@ -342,6 +365,7 @@ def evaluate_watching(data_dir, train_dir, work, examples, later):
           except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
     stderr.seek(0)
     if len(rates) <= later:
       _check_exit(args, proc.returncode, stderr.read())

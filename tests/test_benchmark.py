@@ -131,15 +131,20 @@ def test_a_failed_or_killed_run_is_a_one_line_error():
         ['-c', 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)'])
 
 
-def test_a_failed_evaluator_is_a_one_line_error(tmp_path):
-  import cifar10_benchmark  # pylint: disable=g-import-not-at-top
-  train_dir = tmp_path / 'train'
+def _save_step_5(train_dir):
+  """A checkpoint of a global step alone, at step 5, in `train_dir`."""
   with tf.Graph().as_default():
     step = tf.train.get_or_create_global_step()
     with tf.Session() as sess:
       sess.run(step.initializer)
       sess.run(step.assign(5))
       tf.train.Saver().save(sess, str(train_dir / 'model.ckpt'), global_step=5)
+
+
+def test_a_failed_evaluator_is_a_one_line_error(tmp_path):
+  import cifar10_benchmark  # pylint: disable=g-import-not-at-top
+  train_dir = tmp_path / 'train'
+  _save_step_5(train_dir)
   missing = tmp_path / 'no_data'
   with pytest.raises(ValueError, match=r'^cifar10_eval\.py --data_dir=%s .* '
                      r'exited 1: cifar10_eval\.py: error: .*%s' % (
@@ -150,6 +155,44 @@ def test_a_failed_evaluator_is_a_one_line_error(tmp_path):
   assert sorted(p.name for p in (tmp_path / 'eval_checkpoints').iterdir()) == [
       'model.ckpt-5.data-00000-of-00001', 'model.ckpt-5.index',
       'model.ckpt-5.meta']
+
+
+@pytest.mark.parametrize('signum,raised', [
+    (signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
+def test_a_signal_while_the_evaluator_starts_stops_it(tmp_path, monkeypatch,
+                                                      signum, raised):
+  """A signal that comes as subprocess.Popen returns, the evaluator started:
+  held back and delivered where the benchmark stops the evaluator, not
+  raised out of Popen with the evaluator left running (a full run of the
+  suite once left one)."""
+  import cifar10_benchmark  # pylint: disable=g-import-not-at-top
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  train_dir = tmp_path / 'train'
+  _save_step_5(train_dir)
+  started = []
+  start = subprocess.Popen
+
+  def start_then_signalled(unused_args, **kwargs):
+    started.append(start(['sleep', '60'], **kwargs))  # The evaluator.
+    os.kill(os.getpid(), signum)
+    return started[-1]
+  monkeypatch.setattr(cifar10_benchmark.subprocess, 'Popen',
+                      start_then_signalled)
+  # As the benchmark's main sets it (SIGTERM's default would end pytest).
+  monkeypatch.setattr(cifar10_cli, '_terminated', [])
+  sigterm = signal.getsignal(signal.SIGTERM)
+  cifar10_cli.exit_on_sigterm()
+  try:
+    with pytest.raises(raised):
+      cifar10_benchmark.evaluate_watching(str(tmp_path / 'data'),
+                                          str(train_dir), str(tmp_path), 100,
+                                          1)
+    assert started[0].poll() == -signal.SIGTERM  # Stopped, and waited for.
+  finally:
+    signal.signal(signal.SIGTERM, sigterm)
+    for proc in started:
+      proc.kill()
+      proc.wait()
 
 
 def _children(pid):
