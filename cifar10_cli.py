@@ -132,9 +132,10 @@ def one_line(error):
   """The line of an error message that says what went wrong.
 
   A TensorFlow graph error starts with 'Graph execution error:' and where
-  the node was defined; its own message follows the "Node: '...'" line. A
-  failed tf.Assert (one in a tf.data function, too) gives its data on one
-  line as '[part] [part] ...', strings C-escaped.
+  the node was defined; its own message follows the "Node: '...'" line, or,
+  for a node inside a function (a branch of tf.cond), the blank line after
+  the first. A failed tf.Assert (one in a tf.data function, too) gives its
+  data on one line as '[part] [part] ...', strings C-escaped.
   """
   text = str(error).strip() or type(error).__name__
   match = re.search(r'assertion failed: \[(.*)\]$', text, re.M)
@@ -144,7 +145,12 @@ def one_line(error):
     parts = match.group(1).split('] [')
     return ' '.join(_c_unescape(part) for part in parts)
   match = re.search(r"^Node: '[^']*'\n(.+)$", text, re.M)
-  return match.group(1) if match else text.splitlines()[0]
+  if match:
+    return match.group(1)
+  lines = [line for line in text.splitlines() if line.strip()]
+  if len(lines) > 1 and lines[0] == 'Graph execution error:':
+    return lines[1]
+  return lines[0]
 
 
 def run(main, takes_arguments=False):

@@ -4,8 +4,8 @@
       IMAGE [IMAGE ...]
 
 Each IMAGE is a PNG or JPEG file (GIF, WebP and BMP work too, but not an
-animated WebP, nor a BMP with a colour palette or of other than 8, 24 or 32
-bits a pixel) of up to about 179 megapixels (as many as TensorFlow decodes
+animated WebP, nor a WebP before TensorFlow 2.20, nor a BMP with a colour
+palette or of other than 8, 24 or 32 bits a pixel) of up to about 179 megapixels (as many as TensorFlow decodes
 from a JPEG), colour or grayscale.
 It is decoded by TensorFlow (as stored: EXIF orientation is not applied),
 resized to 32x32 when it is not already (the aspect ratio is not kept), and
@@ -148,16 +148,26 @@ def bmp_problem(contents):
   return 'a BMP with a colour palette, which TensorFlow decodes as gray levels'
 
 
+# WebP came to decode_image with TensorFlow 2.20, as did decode_webp.
+_DECODES_WEBP = hasattr(tf.io, 'decode_webp')
+
+
 def webp_problem(contents):
   """Why TensorFlow would not decode the WebP `contents` right; None if it
   would, or if `contents` is not a WebP.
 
-  Of an animated WebP, TensorFlow's decoder gives another image than the
-  first frame (or, asked for every frame, corrupts its memory).
+  Before 2.20 TensorFlow decodes no WebP. Of an animated WebP, its decoder
+  gives another image than the first frame (or, asked for every frame,
+  corrupts its memory).
   """
+  if not _is_webp(contents):
+    return None
+  if not _DECODES_WEBP:
+    return ('a WebP, which TensorFlow %s does not decode (2.20 and later do)'
+            % tf.__version__)
   # The extended header's flags: bit 1, animation.
-  if (_is_webp(contents) and contents[12:16] == b'VP8X' and
-      len(contents) > 20 and contents[20] & 0x02):
+  if (contents[12:16] == b'VP8X' and len(contents) > 20 and
+      contents[20] & 0x02):
     return 'an animated WebP, which TensorFlow does not decode right'
   return None
 
