@@ -290,13 +290,15 @@ def _signals_held():
   leave the child with no one to stop it.
   """
   held = []
-  previous = {signum: signal.signal(signum, lambda got, _: held.append(got))
-              for signum in (signal.SIGINT, signal.SIGTERM)}
   try:
-    yield
+    # Each handler is put back even if a signal raises out of the first
+    # one put back, or comes before the second is replaced.
+    with contextlib.ExitStack() as put_back:
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        put_back.callback(signal.signal, signum, signal.signal(
+            signum, lambda got, _: held.append(got)))
+      yield
   finally:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
     for signum in held:
       signal.raise_signal(signum)
 

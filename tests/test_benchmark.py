@@ -195,6 +195,40 @@ def test_a_signal_while_the_evaluator_starts_stops_it(tmp_path, monkeypatch,
       proc.wait()
 
 
+def test_a_signal_while_the_handlers_are_put_back_leaves_none_held(
+    monkeypatch):
+  """A signal as soon as the first handler is back: it stops the benchmark,
+  and the other handler is put back all the same, not left holding its
+  signal for good."""
+  import cifar10_benchmark  # pylint: disable=g-import-not-at-top
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(cifar10_cli, '_terminated', [])
+  sigint = signal.getsignal(signal.SIGINT)
+  sigterm = signal.getsignal(signal.SIGTERM)
+  cifar10_cli.exit_on_sigterm()
+  handlers = {signum: signal.getsignal(signum)
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+  swap = signal.signal
+  signalled = []
+
+  def swap_then_signalled(signum, handler):
+    previous = swap(signum, handler)
+    if handler is handlers[signum] and not signalled:
+      signalled.append(signum)
+      os.kill(os.getpid(), signum)
+    return previous
+  monkeypatch.setattr(signal, 'signal', swap_then_signalled)
+  try:
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+      with cifar10_benchmark._signals_held():  # pylint: disable=protected-access
+        pass
+    assert {signum: signal.getsignal(signum) for signum in handlers} == (
+        handlers)
+  finally:
+    swap(signal.SIGINT, sigint)
+    swap(signal.SIGTERM, sigterm)
+
+
 def _children(pid):
   """The command lines of the running child processes of `pid`."""
   try:
