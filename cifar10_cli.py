@@ -308,6 +308,23 @@ def non_empty(name):
       message='--%s must not be empty' % name)
 
 
+# What TensorFlow's checkpoint reader takes a checkpoint's path for: a file
+# name pattern, in which '[1]' stands for '1', not for itself.
+_PATTERN_CHARACTERS = '*?[\\'
+
+
+def checkpoint_directory(name):
+  """Registers validators: flag `name`, a directory of checkpoints, must not
+  be empty, nor hold a character of a file name pattern, with which
+  training saves checkpoints that nothing reads back (a resume failed, an
+  evaluator skipped each as deleted)."""
+  non_empty(name)
+  tf.app.flags.register_validator(
+      name, lambda value: not set(value) & set(_PATTERN_CHARACTERS),
+      message='--%s must not hold *, ?, [ or \\, which TensorFlow takes for '
+      'a file name pattern when it reads checkpoints' % name)
+
+
 def non_negative(name):
   """Registers a validator: flag `name` must be 0 to MAX_FLAG_INT."""
   tf.app.flags.register_validator(
@@ -492,7 +509,7 @@ def define_checkpoint_dir():
   """Defines --checkpoint_dir, for the scripts that read checkpoints."""
   tf.app.flags.DEFINE_string('checkpoint_dir', '/tmp/cifar10_train',
                              """Directory where to read model checkpoints.""")
-  non_empty('checkpoint_dir')
+  checkpoint_directory('checkpoint_dir')
 
 
 def checkpoint_files(directory):

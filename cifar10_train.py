@@ -67,7 +67,7 @@ for _name in ('batch_size', 'log_frequency', 'save_checkpoint_secs',
   cifar10_cli.positive(_name)
 for _name in ('max_steps', 'save_checkpoint_steps'):
   cifar10_cli.non_negative(_name)
-cifar10_cli.non_empty('train_dir')
+cifar10_cli.checkpoint_directory('train_dir')
 
 # What evaluation writes by default, for the TensorBoard command we print.
 DEFAULT_EVAL_DIR = '/tmp/cifar10_eval'

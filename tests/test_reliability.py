@@ -124,6 +124,13 @@ def test_binary_flagfile(tmp_path, form):
      'flag --train_dir=: --train_dir must not be empty'),
     ('cifar10_eval.py', ['--checkpoint_dir='], 2,
      'flag --checkpoint_dir=: --checkpoint_dir must not be empty'),
+    # Its checkpoints would be saved, and never found again.
+    ('cifar10_train.py', ['--train_dir=/tmp/cifar10_train[1]'], 2,
+     'flag --train_dir=/tmp/cifar10_train[1]: --train_dir must not hold *, '
+     '?, [ or \\, which TensorFlow takes for a file name pattern when it '
+     'reads checkpoints'),
+    ('cifar10_eval.py', ['--checkpoint_dir=/tmp/a\\b'], 2,
+     'flag --checkpoint_dir=/tmp/a\\b: --checkpoint_dir must not hold'),
 ])
 def test_bad_flags(tmp_path, script, args, status, message):
   proc = run_script(script, '--data_dir=%s' % tmp_path,
