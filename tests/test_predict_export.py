@@ -676,6 +676,20 @@ def test_webp_problems_are_what_tensorflow_reads_wrong(tmp_path):
                        'moving.webp': [old, None]}
 
 
+def test_webp_refusal_before_tensorflow_2_20(tmp_path):
+  """What TensorFlow 2.16 to 2.19 give (a compatibility run checks it for
+  real), on any TensorFlow: every WebP refused, other formats not."""
+  paths = [str(tmp_path / name) for name in ('plain.webp', 'plain.png')]
+  for path in paths:
+    Image.new('RGB', (5, 6), 'red').save(path, lossless=True)
+  code = ('import json, sys, cifar10_predict; '
+          'cifar10_predict._DECODES_WEBP = False; '
+          'print(json.dumps([cifar10_predict.webp_problem('
+          'open(path, "rb").read()) for path in sys.argv[1:]]))')
+  assert json.loads(_python_output(code, *paths)) == [
+      _OLD_WEBP % tf.__version__, None]
+
+
 def test_predict_rejects_missing_file(bad_runs):
   proc, directory = bad_runs['missing_file']
   line = _error_line(proc, 'cifar10_predict.py')
