@@ -5,8 +5,8 @@
 
 Each IMAGE is a PNG or JPEG file (GIF, WebP and BMP work too, but not an
 animated WebP, nor a WebP before TensorFlow 2.20, nor a BMP with a colour
-palette or of other than 8, 24 or 32 bits a pixel) of up to about 179 megapixels (as many as TensorFlow decodes
-from a JPEG), colour or grayscale.
+palette or of other than 8, 24 or 32 bits a pixel) of up to about 179
+megapixels (as many as TensorFlow decodes from a JPEG), colour or grayscale.
 It is decoded by TensorFlow (as stored: EXIF orientation is not applied),
 resized to 32x32 when it is not already (the aspect ratio is not kept), and
 classified by `cifar10.predict` with the moving averages of the weights

@@ -869,7 +869,8 @@ def test_a_read_error_is_a_deleted_checkpoint_only_when_its_index_is_gone(
     checkpoint, tmp_path, monkeypatch, index_gone):
   """The trainer's rotation can remove a checkpoint's index between
   TensorFlow finding it and opening it, and TensorFlow then reports it as
-  some OpError, not NotFoundError (seen in CI: the evaluator exited with
+  some OpError, not NotFoundError (seen in a run of the suite: the
+  evaluator exited with
   "cannot read checkpoint ... .index; No such file or directory"). With the
   index gone that is a deleted checkpoint, which the watch skips; with it
   there, a damaged one, named."""
