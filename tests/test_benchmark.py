@@ -157,16 +157,34 @@ def test_a_failed_evaluator_is_a_one_line_error(tmp_path):
       'model.ckpt-5.meta']
 
 
+@pytest.fixture
+def benchmark_signals(monkeypatch):
+  """SIGINT's and SIGTERM's handlers as the benchmark's main sets them
+  (SIGTERM's default would end pytest), put back after the test.
+
+  Returns:
+    {signal: its handler}.
+  """
+  import cifar10_cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(cifar10_cli, '_terminated', [])
+  saved = {signum: signal.getsignal(signum)
+           for signum in (signal.SIGINT, signal.SIGTERM)}
+  put_back = signal.signal  # Not a stand-in that a test patched in.
+  cifar10_cli.exit_on_sigterm()
+  yield {signum: signal.getsignal(signum) for signum in saved}
+  for signum, handler in saved.items():
+    put_back(signum, handler)
+
+
 @pytest.mark.parametrize('signum,raised', [
     (signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
-def test_a_signal_while_the_evaluator_starts_stops_it(tmp_path, monkeypatch,
-                                                      signum, raised):
+def test_a_signal_while_the_evaluator_starts_stops_it(
+    tmp_path, monkeypatch, benchmark_signals, signum, raised):  # pylint: disable=unused-argument
   """A signal that comes as subprocess.Popen returns, the evaluator started:
   held back and delivered where the benchmark stops the evaluator, not
   raised out of Popen with the evaluator left running (a full run of the
   suite once left one)."""
   import cifar10_benchmark  # pylint: disable=g-import-not-at-top
-  import cifar10_cli  # pylint: disable=g-import-not-at-top
   train_dir = tmp_path / 'train'
   _save_step_5(train_dir)
   started = []
@@ -178,10 +196,6 @@ def test_a_signal_while_the_evaluator_starts_stops_it(tmp_path, monkeypatch,
     return started[-1]
   monkeypatch.setattr(cifar10_benchmark.subprocess, 'Popen',
                       start_then_signalled)
-  # As the benchmark's main sets it (SIGTERM's default would end pytest).
-  monkeypatch.setattr(cifar10_cli, '_terminated', [])
-  sigterm = signal.getsignal(signal.SIGTERM)
-  cifar10_cli.exit_on_sigterm()
   try:
     with pytest.raises(raised):
       cifar10_benchmark.evaluate_watching(str(tmp_path / 'data'),
@@ -189,44 +203,32 @@ def test_a_signal_while_the_evaluator_starts_stops_it(tmp_path, monkeypatch,
                                           1)
     assert started[0].poll() == -signal.SIGTERM  # Stopped, and waited for.
   finally:
-    signal.signal(signal.SIGTERM, sigterm)
     for proc in started:
       proc.kill()
       proc.wait()
 
 
 def test_a_signal_while_the_handlers_are_put_back_leaves_none_held(
-    monkeypatch):
+    monkeypatch, benchmark_signals):
   """A signal as soon as the first handler is back: it stops the benchmark,
   and the other handler is put back all the same, not left holding its
   signal for good."""
   import cifar10_benchmark  # pylint: disable=g-import-not-at-top
-  import cifar10_cli  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(cifar10_cli, '_terminated', [])
-  sigint = signal.getsignal(signal.SIGINT)
-  sigterm = signal.getsignal(signal.SIGTERM)
-  cifar10_cli.exit_on_sigterm()
-  handlers = {signum: signal.getsignal(signum)
-              for signum in (signal.SIGINT, signal.SIGTERM)}
   swap = signal.signal
   signalled = []
 
   def swap_then_signalled(signum, handler):
     previous = swap(signum, handler)
-    if handler is handlers[signum] and not signalled:
+    if handler is benchmark_signals[signum] and not signalled:
       signalled.append(signum)
       os.kill(os.getpid(), signum)
     return previous
   monkeypatch.setattr(signal, 'signal', swap_then_signalled)
-  try:
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
-      with cifar10_benchmark._signals_held():  # pylint: disable=protected-access
-        pass
-    assert {signum: signal.getsignal(signum) for signum in handlers} == (
-        handlers)
-  finally:
-    swap(signal.SIGINT, sigint)
-    swap(signal.SIGTERM, sigterm)
+  with pytest.raises((KeyboardInterrupt, SystemExit)):
+    with cifar10_benchmark._signals_held():  # pylint: disable=protected-access
+      pass
+  assert {signum: signal.getsignal(signum)
+          for signum in benchmark_signals} == benchmark_signals
 
 
 def _children(pid):
