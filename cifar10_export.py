@@ -180,13 +180,20 @@ def write_saved_model(checkpoint, path):
       # SavedModel saves them under the model's own names.
       tf.train.Saver(var_map).restore(sess, checkpoint)
       builder = tf.saved_model.Builder(path)
-      builder.add_meta_graph_and_variables(
-          sess, [tf.saved_model.tag_constants.SERVING],
-          signature_def_map={SIGNATURE_KEY: signature},
-          # The training code pins variables to the CPU; a server places
-          # ops on its own devices.
-          clear_devices=True, strip_default_attrs=True)
-      builder.save()
+      # TensorFlow's INFO lines would name the temporary directory as where
+      # the model was written; main() names --export_dir once it is there.
+      verbosity = tf.logging.get_verbosity()
+      tf.logging.set_verbosity(tf.logging.WARN)
+      try:
+        builder.add_meta_graph_and_variables(
+            sess, [tf.saved_model.tag_constants.SERVING],
+            signature_def_map={SIGNATURE_KEY: signature},
+            # The training code pins variables to the CPU; a server places
+            # ops on its own devices.
+            clear_devices=True, strip_default_attrs=True)
+        builder.save()
+      finally:
+        tf.logging.set_verbosity(verbosity)
 
 
 def export(checkpoint, export_dir):

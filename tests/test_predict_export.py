@@ -344,6 +344,8 @@ def test_export_loads_and_agrees(trained, image_files, predicted,
       'cifar10_export.py', '--checkpoint_dir=' + trained['train_dir'],
       '--export_dir=' + export_dir, check=0)
   assert export_dir in proc.stdout
+  # Nothing names the temporary directory it was written to.
+  assert '.export-' not in proc.stdout + proc.stderr
   # Only the model: no temporary directory left next to it.
   assert os.listdir(str(tmp_path / 'models')) == ['1']
   assert {'saved_model.pb', 'variables'} <= set(os.listdir(export_dir))
