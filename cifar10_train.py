@@ -539,9 +539,10 @@ def train(devices, task=None):
   (worker 0) reads and writes --train_dir.
 
   The data set is downloaded if need be (see
-  `cifar10.maybe_download_and_extract`) and checked before --train_dir is
-  touched, so that a bad one changes nothing there; on one machine, a
-  --train_dir already at --max_steps needs none.
+  `cifar10.maybe_download_and_extract`) and checked, and on a cluster the
+  parameter servers are waited for, before --train_dir is touched, so that
+  neither a bad data set nor an absent cluster changes anything there; on one
+  machine, a --train_dir already at --max_steps needs no data set.
 
   Args:
     devices: one device string per tower.
@@ -558,6 +559,11 @@ def train(devices, task=None):
                                 cifar10_cli.checkpoint_step(saved[-1])):
       return 0
   data_dir = cifar10.maybe_download_and_extract()
+  server = None
+  if task:
+    # A chief that gives up on them has not applied --fresh.
+    server = cifar10_cluster.start_server(task)
+    cifar10_cluster.wait_for_ps(task, server, FLAGS.cluster_timeout_secs)
   checkpoint, start_step = None, 0
   if chief:
     checkpoint = prepare_train_dir(FLAGS.train_dir, FLAGS.fresh)
@@ -571,15 +577,12 @@ def train(devices, task=None):
     return 0
 
   with tf.Graph().as_default():
-    server = sync = None
+    sync = None
     replicas = 1
-    if task:
-      server = cifar10_cluster.start_server(task)
-      cifar10_cluster.wait_for_ps(task, server, FLAGS.cluster_timeout_secs)
-      if FLAGS.sync_replicas:
-        sync = cifar10_cluster.SyncReplicasHook(chief, task.num_workers,
-                                                FLAGS.max_steps)
-        replicas = task.num_workers
+    if task and FLAGS.sync_replicas:
+      sync = cifar10_cluster.SyncReplicasHook(chief, task.num_workers,
+                                              FLAGS.max_steps)
+      replicas = task.num_workers
     placement = (tf.device(cifar10_cluster.device_setter(task)) if task
                  else contextlib.nullcontext())
     with placement:

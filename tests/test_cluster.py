@@ -7,6 +7,7 @@ seconds fails the test (that is what a hang looks like).
 
 import datetime
 import json
+import os
 import re
 import signal
 import socket
@@ -482,15 +483,18 @@ def test_worker_waits_for_the_ps_then_gives_up(cluster, data_dir, tmp_path):
   assert 'worker 0: ps %s is up' % cluster.ps[0] in chief.output()
   _assert_done(chief, 0, 4)
   _stop_ps(ps)
-  # With the ps gone, it gives up after --cluster_timeout_secs.
+  # With the ps gone, it gives up after --cluster_timeout_secs, before
+  # --fresh removed anything.
+  trained = sorted(os.listdir(str(tmp_path / 'train')))
   proc = run_script('cifar10_train.py', *one_worker, '--job_name=worker',
-                    '--train_dir=%s' % (tmp_path / 'train2'),
+                    '--train_dir=%s' % (tmp_path / 'train'), '--fresh',
                     '--data_dir=%s' % data_dir[0], '--cluster_timeout_secs=2',
-                    '--max_steps=4')
+                    '--max_steps=8')
   assert proc.returncode == 1, proc.stderr
   assert proc.stderr.strip().splitlines()[-1] == (
       'cifar10_train.py: error: worker 0: ps %s did not answer within 2 s '
       '(--cluster_timeout_secs): Connection refused' % cluster.ps[0])
+  assert sorted(os.listdir(str(tmp_path / 'train'))) == trained
   # Nor does it wait for ever on a listener that is not a TensorFlow server.
   with socket.socket() as listener:
     listener.bind(tuple(cifar10_cluster.split_address(cluster.ps[0])))
@@ -505,6 +509,7 @@ def test_worker_waits_for_the_ps_then_gives_up(cluster, data_dir, tmp_path):
       '(--cluster_timeout_secs): it accepts connections, but no TensorFlow '
       'server answers there; is it a ps of this cluster (--job_name=ps)?'
       % cluster.ps[0])
+  assert not os.path.exists(str(tmp_path / 'train3'))
 
 
 @pytest.mark.parametrize('sync', ['true', 'false'])
