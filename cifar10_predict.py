@@ -5,7 +5,8 @@
 
 Each IMAGE is a PNG or JPEG file (GIF, WebP and BMP work too, but not an
 animated WebP, nor a WebP before TensorFlow 2.20, nor a BMP with a colour
-palette or of other than 8, 24 or 32 bits a pixel) of up to about 179
+palette, compressed, with its channels in another order than blue, green,
+red, or of other than 8, 24 or 32 bits a pixel) of up to about 179
 megapixels (as many as TensorFlow decodes from a JPEG), colour or grayscale.
 It is decoded by TensorFlow (as stored: EXIF orientation is not applied),
 resized to 32x32 when it is not already (the aspect ratio is not kept), and
@@ -16,10 +17,13 @@ in the order given, with the --top_k most probable classes:
 
   cat.png: cat 0.812, dog 0.102, deer 0.031
 
-Every file is checked (it exists and decodes as an image) before the model
-is loaded, so a typo fails at once with a line naming the file, not after
-part of the output. Class names come from batches.meta.txt in --data_dir, or
-are the official ones when the data is not there.
+Every path is checked before the model is loaded, so a typo fails at once
+with a line naming the file, and every file is classified before the first
+line is printed, so one that is not an image fails the run with a line
+naming it, not after part of the output. Each file is read once, so a pipe
+works too (/dev/stdin, or bash's <(command)). Class names come from
+batches.meta.txt in --data_dir, or are the official ones when the data is
+not there.
 """
 
 from __future__ import absolute_import
@@ -27,7 +31,6 @@ from __future__ import division
 from __future__ import print_function
 
 import struct
-import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -48,18 +51,27 @@ tf.app.flags.register_validator(
     message='--top_k must be between 1 and %d' % cifar10.NUM_CLASSES)
 
 
+def check_path(path):
+  """Raises ValueError naming `path` if it is missing or a directory."""
+  if not tf.io.gfile.exists(path):
+    raise ValueError('no such file: %s' % path)
+  if tf.io.gfile.isdir(path):
+    raise ValueError('%s is a directory, not an image file' % path)
+
+
 def read_file(path):
   """The bytes of `path`.
 
   Raises:
     ValueError: naming `path` if it is missing, a directory or unreadable.
   """
-  if not tf.io.gfile.exists(path):
-    raise ValueError('no such file: %s' % path)
-  if tf.io.gfile.isdir(path):
-    raise ValueError('%s is a directory, not an image file' % path)
+  check_path(path)
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
+    if '://' in path:
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        return f.read()
+    # GFile reads nothing from a pipe: /dev/stdin, or bash's <(command).
+    with open(path, 'rb') as f:
       return f.read()
   except (OSError, tf.errors.OpError) as e:
     raise ValueError('cannot read %s: %s' % (path, cifar10_cli.one_line(e)))
@@ -124,9 +136,11 @@ def bmp_problem(contents):
   The decoder reads 24 and 32 bits a pixel, and 8, whose values it takes
   as gray levels, ignoring the palette: right for a grayscale BMP, whose
   palette maps each value to that gray, silently wrong for any other.
-  Other depths it refuses with a message about channels.
+  Other depths it refuses with a message about channels. It reads
+  uncompressed pixels, blue, green, red (and alpha), whatever the header
+  says of compression or of where each channel's bits are.
   """
-  if contents[:2] != b'BM' or len(contents) < 30:
+  if contents[:2] != b'BM' or len(contents) < 34:
     return None
   header_size, = struct.unpack_from('<I', contents, 14)
   bits, = struct.unpack_from('<H', contents, 28)
@@ -134,6 +148,16 @@ def bmp_problem(contents):
     return None
   if bits not in (8, 24, 32):
     return 'a %d-bit BMP, which TensorFlow does not decode' % bits
+  compression, = struct.unpack_from('<I', contents, 30)
+  if compression in (3, 6):
+    # BI_BITFIELDS, BI_ALPHABITFIELDS: the red, green and blue masks follow
+    # the 40 bytes of the oldest such header, inside the later ones.
+    if (len(contents) < 66 or
+        struct.unpack_from('<3I', contents, 54) != (0xff0000, 0xff00, 0xff)):
+      return ('a BMP whose channels are not stored blue, green, red, as '
+              'TensorFlow reads them')
+  elif compression != 0:
+    return 'a compressed BMP, which TensorFlow does not decode'
   if bits != 8 or len(contents) < 54:
     return None
   colours, = struct.unpack_from('<I', contents, 46)
@@ -199,23 +223,30 @@ class Classifier(object):
                                      expand_animations=False)[:, :, :3],
           lambda: tf.io.decode_image(self.contents, channels=3,
                                      dtype=tf.uint8, expand_animations=False))
-      self.image_size = tf.shape(image)[:2]
       self.probabilities = cifar10.predict(image[None])[0]   # [NUM_CLASSES]
       self.var_map = cifar10.variables_to_restore()
       self.saver = tf.train.Saver(self.var_map)
-    # Decoding needs no variables, so one session checks the files first
-    # and classifies them once the checkpoint is restored.
     self.sess = tf.Session(graph=self.graph,
                            config=cifar10_cli.session_config())
 
-  def check_image(self, path, contents):
-    """Decodes `contents` to reject a file that is not an image.
-
-    Returns:
-      [height, width] of the image.
+  def restore(self, checkpoint):
+    """Loads the moving averages of the weights saved in `checkpoint`.
 
     Raises:
-      ValueError: naming `path`.
+      ValueError: if the checkpoint is of another model.
+    """
+    cifar10_cli.check_checkpoint(checkpoint, self.var_map)
+    self.saver.restore(self.sess, checkpoint)
+
+  def classify(self, path, contents):
+    """Class probabilities of the encoded image `contents`, read from `path`.
+
+    Returns:
+      float32 [NUM_CLASSES].
+
+    Raises:
+      ValueError: naming `path`, if it is not an image that TensorFlow
+        decodes right.
     """
     size = declared_size(contents)
     if size and size[0] * size[1] > MAX_PIXELS:
@@ -227,26 +258,12 @@ class Classifier(object):
     if problem:
       raise ValueError('%s is %s: convert it to PNG' % (path, problem))
     try:
-      return self.sess.run(self.image_size, self._feed(contents))
+      return self.sess.run(self.probabilities,
+                           {self.contents: contents,
+                            self.webp: _is_webp(contents)})
     except tf.errors.OpError as e:
       raise ValueError('%s cannot be read as an image (PNG, JPEG, GIF, '
                        'WebP or BMP): %s' % (path, cifar10_cli.one_line(e)))
-
-  def restore(self, checkpoint):
-    """Loads the moving averages of the weights saved in `checkpoint`.
-
-    Raises:
-      ValueError: if the checkpoint is of another model.
-    """
-    cifar10_cli.check_checkpoint(checkpoint, self.var_map)
-    self.saver.restore(self.sess, checkpoint)
-
-  def classify(self, contents):
-    """Class probabilities of one encoded image, float32 [NUM_CLASSES]."""
-    return self.sess.run(self.probabilities, self._feed(contents))
-
-  def _feed(self, contents):
-    return {self.contents: contents, self.webp: _is_webp(contents)}
 
   def close(self):
     self.sess.close()
@@ -268,21 +285,23 @@ def main(argv):
         'IMAGE [IMAGE ...]')
   class_names = cifar10_input.class_names(cifar10.batches_dir())
   checkpoint = cifar10_cli.latest_checkpoint(FLAGS.checkpoint_dir)
+  for path in paths:
+    check_path(path)
   classifier = Classifier()
   try:
-    contents = [read_file(path) for path in paths]
-    for path, image in zip(paths, contents):
-      classifier.check_image(path, image)
     classifier.restore(checkpoint)
-    cifar10_cli.log('classifying %d image(s) with %s (step %d)'
-                    % (len(paths), checkpoint,
-                       cifar10_cli.checkpoint_step(checkpoint)))
-    for path, image in zip(paths, contents):
-      print(format_prediction(path, classifier.classify(image), class_names,
-                              FLAGS.top_k))
-      sys.stdout.flush()
+    # Each file is read once (a pipe can be read only once) and kept as its
+    # probabilities only, however large and many the files.
+    probabilities = [classifier.classify(path, read_file(path))
+                     for path in paths]
   finally:
     classifier.close()
+  cifar10_cli.log('classified %d image(s) with %s (step %d)'
+                  % (len(paths), checkpoint,
+                     cifar10_cli.checkpoint_step(checkpoint)))
+  for path, image_probabilities in zip(paths, probabilities):
+    print(format_prediction(path, image_probabilities, class_names,
+                            FLAGS.top_k))
   return 0
 
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -318,6 +319,27 @@ def test_predict_one_image_default_top_k(trained, image_files):
       np.sort(expected)[::-1][:3].tolist(), abs=6e-4)
 
 
+def test_predict_reads_a_pipe(trained, image_files, tmp_path):
+  """A named pipe, which can be read only once (and which TensorFlow's
+  file reader reads as empty), classified like the file it streams."""
+  path = image_files[0][0]
+  pipe = str(tmp_path / 'stream.png')
+  os.mkfifo(pipe)
+  # Blocks until the script opens the pipe; killed if it never does.
+  writer = subprocess.Popen(['sh', '-c', 'cat "$1" > "$2"', 'sh', path,
+                             pipe])
+  try:
+    proc = cifar_testdata.run_script(
+        'cifar10_predict.py', '--checkpoint_dir=' + trained['train_dir'],
+        '--data_dir=' + trained['data_dir'], '--top_k=10', pipe, path,
+        check=0)
+  finally:
+    writer.kill()
+    writer.wait()
+  parsed = _parse_predictions(proc.stdout, [pipe, path])
+  assert parsed[pipe] == parsed[path]
+
+
 _LOAD_SAVED_MODEL = r'''
 import json, sys
 import numpy as np
@@ -496,8 +518,8 @@ def test_predict_rejects_non_image(bad_runs, image_files):
   assert re.search(r'cannot be read as an image \(PNG, JPEG, GIF, WebP or '
                    r'BMP\): Unknown image file format\. One of JPEG, .*'
                    r'required\.$', line), line
-  # Checked before anything is classified: no partial output.
-  assert image_files[0][0] + ':' not in proc.stdout
+  # Nothing is printed before every file is classified: no partial output.
+  assert not proc.stdout
 
 
 @pytest.mark.parametrize('case,name,problem', [
@@ -607,6 +629,40 @@ print(json.dumps(out))
 '''
 
 
+def _bitfields_bmp(pixels, masks):
+  """A 32-bit BMP (BITMAPV4HEADER) of RGBA `pixels` [height, width, 4],
+  each channel stored where the masks (red, green, blue, alpha) say: PIL
+  writes no such files, but reads them."""
+  height, width = pixels.shape[:2]
+  shifts = [(mask & -mask).bit_length() - 1 for mask in masks]
+  values = sum(pixels[..., i].astype(np.uint32) << shifts[i]
+               for i in range(4))
+  rows = values[::-1].astype('<u4').tobytes()  # Bottom row first.
+  # Size, width, height, planes, bits, BI_BITFIELDS, image size,
+  # resolution, colours; the masks; colour space fields left zero.
+  header = (struct.pack('<IiiHHIIiiII', 108, width, height, 1, 32, 3,
+                        len(rows), 2835, 2835, 0, 0) +
+            struct.pack('<4I', *masks) + bytes(108 - 56))
+  offset = 14 + len(header)
+  return (b'BM' + struct.pack('<IHHI', offset + len(rows), 0, 0, offset) +
+          header + rows)
+
+
+def _rle8_bmp(gray):
+  """An 8-bit BMP of the uint8 gray levels `gray` [height, width], with a
+  palette of grays and its rows run-length encoded (BI_RLE8)."""
+  height, width = gray.shape
+  runs = b''.join(b''.join(bytes([1, value]) for value in row) + b'\0\0'
+                  for row in gray[::-1]) + b'\0\1'
+  palette = np.arange(256, dtype=np.uint8).repeat(4).reshape(256, 4)
+  palette[:, 3] = 0
+  header = struct.pack('<IiiHHIIiiII', 40, width, height, 1, 8, 1,
+                       len(runs), 2835, 2835, 256, 0) + palette.tobytes()
+  offset = 14 + len(header)
+  return (b'BM' + struct.pack('<IHHI', offset + len(runs), 0, 0, offset) +
+          header + runs)
+
+
 def test_bmp_problems_are_what_tensorflow_reads_wrong(tmp_path):
   """A BMP passes exactly when TensorFlow decodes the pixels that PIL
   reads; the others are named for what they are."""
@@ -621,13 +677,28 @@ def test_bmp_problems_are_what_tensorflow_reads_wrong(tmp_path):
   for name, image in images.items():
     paths.append(str(tmp_path / (name + '.bmp')))
     image.save(paths[-1], 'BMP')
+  # Channel masks: TensorFlow reads blue, green, red (and alpha) whatever
+  # they say.
+  for name, masks in (('bgra_masks', (0xff0000, 0xff00, 0xff, 0xff000000)),
+                      ('rgba_masks', (0xff, 0xff00, 0xff0000, 0xff000000))):
+    paths.append(str(tmp_path / (name + '.bmp')))
+    with open(paths[-1], 'wb') as f:
+      f.write(_bitfields_bmp(pixels, masks))
+  paths.append(str(tmp_path / 'rle8.bmp'))
+  with open(paths[-1], 'wb') as f:
+    f.write(_rle8_bmp(pixels[..., 0]))
   results = json.loads(_python_output(_BMP_PROBLEMS, *paths))
   assert results == {
       'rgb.bmp': [None, True], 'rgba.bmp': [None, True],
       'gray.bmp': [None, True],
       'palette.bmp': ['a BMP with a colour palette, which TensorFlow decodes '
                       'as gray levels', False],
-      'bits1.bmp': ['a 1-bit BMP, which TensorFlow does not decode', False]}
+      'bits1.bmp': ['a 1-bit BMP, which TensorFlow does not decode', False],
+      'bgra_masks.bmp': [None, True],
+      'rgba_masks.bmp': ['a BMP whose channels are not stored blue, green, '
+                         'red, as TensorFlow reads them', False],
+      'rle8.bmp': ['a compressed BMP, which TensorFlow does not decode',
+                   False]}
 
 
 _WEBP_PROBLEMS = r'''
