@@ -10,9 +10,11 @@ graph is built by `build_training_graph`:
                    -> average_gradients -> train
 
 Training resumes from the newest checkpoint in --train_dir (global step,
-learning-rate schedule and moving averages continue) and never deletes
-anything unless --fresh is given. Ctrl-C or SIGTERM writes a checkpoint
-before exiting; a NaN or infinite loss stops training without saving it.
+learning-rate schedule and moving averages continue). It keeps the newest 5
+checkpoints, as the original did, deleting older ones as it saves new ones;
+nothing else is deleted unless --fresh is given. Ctrl-C or SIGTERM writes a
+checkpoint before exiting; a NaN or infinite loss stops training without
+saving it.
 
 Given a cluster (--ps_hosts, --worker_hosts, --job_name, --task_index, or
 TF_CONFIG), the process is one task of it: a parameter server, or a worker
