@@ -18,12 +18,17 @@ the third or fourth decimal). TensorFlow Serving loads numbered
 versions below a base directory: export to `<base>/1`, `<base>/2`, ... and
 serve `--model_base_path=<base>`. `tf.saved_model.load` loads it too.
 
-An existing non-empty --export_dir is never overwritten. The model is written
-to a temporary directory next to it and renamed into place when complete, so
-a server watching the base directory never sees half a model, and a failed
-or stopped (Ctrl-C, SIGTERM) export leaves nothing behind, not even the
-parent directories it made. (Remote paths such as gs://, which cannot rename
-directories, are written in place.)
+An existing non-empty --export_dir is never overwritten. A new one is
+written as a temporary directory next to it and renamed into place when
+complete, so a server watching the base directory never sees half a model.
+An existing empty one is kept as it is, with its owner, group and mode (a
+server's may be set up for it, and its parent need not be writable): the
+model is written to a temporary directory inside it and moved up when
+complete, the graph (saved_model.pb) after the variables, so a server that
+finds the graph finds the variables it needs. A failed or stopped (Ctrl-C,
+SIGTERM) export leaves nothing behind, not even the parent directories it
+made. (Remote paths such as gs://, which cannot rename directories, are
+written in place.)
 """
 
 from __future__ import absolute_import
@@ -203,9 +208,51 @@ def export(checkpoint, export_dir):
     # Remote filesystems have no atomic directory rename: write in place.
     write_saved_model(checkpoint, export_dir)
     return
-  # What the rename replaces: a directory, where the flag may name a link
-  # to one (which then leads to the model) or '.', which rename refuses.
+  # The directory the flag leads to: it may name a link to one, or '.'.
   target = os.path.realpath(export_dir)
+  if os.path.isdir(target):
+    _export_into(checkpoint, export_dir, target)
+  else:
+    _export_beside(checkpoint, export_dir, target)
+
+
+def _export_into(checkpoint, export_dir, target):
+  """Writes the SavedModel into the existing empty directory `target`."""
+  try:
+    staging = tempfile.mkdtemp(prefix='.export-', dir=target)
+  except OSError as e:
+    raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
+  moved = []
+  try:
+    write_saved_model(checkpoint, staging)
+    others = set(os.listdir(target)) - {os.path.basename(staging)}
+    if others:
+      raise ValueError('cannot write --export_dir=%s: %d other entries '
+                       'appeared in it meanwhile' % (export_dir, len(others)))
+    # The graph last: a server that finds it finds the variables too.
+    for entry in sorted(os.listdir(staging),
+                        key=lambda entry: entry == 'saved_model.pb'):
+      try:
+        os.rename(os.path.join(staging, entry), os.path.join(target, entry))
+      except OSError as e:
+        raise ValueError('cannot write --export_dir=%s: %s'
+                         % (export_dir, e))
+      moved.append(os.path.join(target, entry))
+  except BaseException:
+    # Failed or stopped: what was moved goes too (the directory was empty).
+    for path in moved:
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        os.remove(path)
+    raise
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export_beside(checkpoint, export_dir, target):
+  """Writes the SavedModel next to `target`, which does not exist, and
+  renames it to `target`."""
   made = []
   staging = None
   try:
@@ -213,7 +260,7 @@ def export(checkpoint, export_dir):
     _make_public(staging)
     write_saved_model(checkpoint, staging)
     try:
-      # Replaces an empty directory; fails if one with files appeared.
+      # Fails if a directory appeared there meanwhile, unless empty.
       os.rename(staging, target)
     except OSError as e:
       raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))

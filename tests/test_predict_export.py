@@ -781,9 +781,9 @@ def test_no_checkpoint(bad_runs, script):
 
 @pytest.mark.parametrize('how', ['dot', 'link'])
 def test_export_to_an_empty_directory_by_dot_or_link(trained, tmp_path, how):
-  """The model replaces the empty directory that the flag leads to: a
-  rename refuses a path ending in '.' and cannot put a directory in place
-  of a link, where the model used to be written and then refused."""
+  """The model goes into the empty directory that the flag leads to: once,
+  a rename refused a path ending in '.' and could not put a directory in
+  place of a link, where the model was written and then refused."""
   empty = tmp_path / 'models' / '1'
   empty.mkdir(parents=True)
   if how == 'link':
@@ -798,6 +798,24 @@ def test_export_to_an_empty_directory_by_dot_or_link(trained, tmp_path, how):
   assert os.listdir(str(tmp_path / 'models')) == ['1']
   if how == 'link':
     assert os.readlink(str(flag)) == str(empty)
+
+
+def test_export_keeps_an_existing_empty_directory(trained, tmp_path):
+  """Made beforehand, for a server, with a mode and group of its own: the
+  model is written into it, not in its place (which also took a writable
+  parent directory)."""
+  empty = tmp_path / 'models' / '1'
+  empty.mkdir(parents=True)
+  os.chmod(str(empty), 0o2750)
+  before = os.stat(str(empty))
+  cifar_testdata.run_script(
+      'cifar10_export.py', '--checkpoint_dir=' + trained['train_dir'],
+      '--export_dir=%s' % empty, check=0)
+  after = os.stat(str(empty))
+  assert (after.st_ino, after.st_mode, after.st_gid) == (
+      before.st_ino, before.st_mode, before.st_gid)
+  assert sorted(os.listdir(str(empty))) == ['saved_model.pb', 'variables']
+  assert os.listdir(str(tmp_path / 'models')) == ['1']
 
 
 def test_export_refuses_use_fp16(bad_runs):
@@ -828,18 +846,29 @@ def test_failed_export_removes_the_directories_it_made(bad_runs):
   assert os.listdir(str(directory)) == ['train']
 
 
-def test_stopped_export_leaves_nothing(trained, tmp_path):
+@pytest.mark.parametrize('existing', [False, True])
+def test_stopped_export_leaves_nothing(trained, tmp_path, existing):
   """SIGTERM while the model is written: the temporary directory and the
-  parents made for it are removed, and the exit says why."""
+  parents made for it are removed, an empty --export_dir made beforehand is
+  left empty, and the exit says why."""
+  export_dir = tmp_path / 'models' / '1'
+  if existing:
+    export_dir.mkdir(parents=True)
   proc = cifar_testdata.start_script(
       'cifar10_export.py', '--checkpoint_dir=' + trained['train_dir'],
-      '--export_dir=' + str(tmp_path / 'models' / '1'),
+      '--export_dir=' + str(export_dir),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+  def started():
+    # The temporary directory: beside the new one, inside the existing one.
+    return (existing and os.listdir(str(export_dir))) or (
+        not existing and (tmp_path / 'models').exists())
+
   try:
     deadline = time.time() + 120
-    while not (tmp_path / 'models').exists() and time.time() < deadline:
+    while not started() and time.time() < deadline:
       time.sleep(0.01)
-    assert (tmp_path / 'models').exists(), 'the export never started'
+    assert started(), 'the export never started'
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
   finally:
@@ -850,13 +879,16 @@ def test_stopped_export_leaves_nothing(trained, tmp_path):
     # The signal came too late (a busy machine): the export had ended as
     # usual, whole.
     assert os.listdir(str(tmp_path / 'models')) == ['1']
-    assert 'saved_model.pb' in os.listdir(str(tmp_path / 'models' / '1'))
+    assert 'saved_model.pb' in os.listdir(str(export_dir))
     return
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert _error_line(subprocess.CompletedProcess(
       proc.args, proc.returncode, stdout, stderr), 'cifar10_export.py') == (
           'cifar10_export.py: error: terminated (SIGTERM)')
-  assert os.listdir(str(tmp_path)) == []
+  if existing:
+    assert os.listdir(str(export_dir)) == []
+  else:
+    assert os.listdir(str(tmp_path)) == []
 
 
 def test_export_unwritable_dir(bad_runs):
