@@ -46,7 +46,7 @@ tf.app.flags.DEFINE_integer('batch_size', 128,
                             """Number of images to process in a batch.""")
 tf.app.flags.DEFINE_string('data_dir', '/tmp/cifar10_data',
                            """Path to the CIFAR-10 data directory.""")
-cifar10_cli.non_empty('data_dir')
+cifar10_cli.path_flag('data_dir')
 tf.app.flags.DEFINE_boolean(
     'use_fp16', False,
     """Mixed precision: bfloat16 compute on CPUs, float16 with loss scaling

@@ -300,12 +300,26 @@ def positive(name):
       % (name, MAX_FLAG_INT))
 
 
-def non_empty(name):
-  """Registers a validator: flag `name` (a path) must not be empty, as it is
-  when set from an unset shell variable."""
+def _encodes(text):
+  try:
+    text.encode('utf-8')
+    return True
+  except UnicodeEncodeError:
+    return False
+
+
+def path_flag(name):
+  """Registers validators: flag `name`, a path, must not be empty, as it is
+  when set from an unset shell variable, and must be UTF-8, as TensorFlow's
+  file functions take paths (a byte outside it reaches Python as a lone
+  surrogate, on which they fail without naming the path)."""
   tf.app.flags.register_validator(
       name, lambda value: bool(value),
       message='--%s must not be empty' % name)
+  tf.app.flags.register_validator(
+      name, _encodes,
+      message='--%s must be a UTF-8 path, as TensorFlow opens only those'
+      % name)
 
 
 # What TensorFlow's checkpoint reader takes a checkpoint's path for: a file
@@ -314,11 +328,11 @@ _PATTERN_CHARACTERS = '*?[\\'
 
 
 def checkpoint_directory(name):
-  """Registers validators: flag `name`, a directory of checkpoints, must not
-  be empty, nor hold a character of a file name pattern, with which
+  """Registers validators: flag `name`, a directory of checkpoints, must be
+  a `path_flag`, and not hold a character of a file name pattern, with which
   training saves checkpoints that nothing reads back (a resume failed, an
   evaluator skipped each as deleted)."""
-  non_empty(name)
+  path_flag(name)
   tf.app.flags.register_validator(
       name, lambda value: not set(value) & set(_PATTERN_CHARACTERS),
       message='--%s must not hold *, ?, [ or \\, which TensorFlow takes for '

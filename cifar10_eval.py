@@ -52,7 +52,7 @@ tf.app.flags.DEFINE_string(
 
 for _name in ('batch_size', 'num_examples', 'eval_interval_secs'):
   cifar10_cli.positive(_name)
-cifar10_cli.non_empty('eval_dir')
+cifar10_cli.path_flag('eval_dir')
 
 class _Evaluator(object):
   """The evaluation graph and its session, made once, and one evaluation per

@@ -55,7 +55,7 @@ tf.app.flags.DEFINE_string(
     empty. For TensorFlow Serving, a numbered version such as
     /tmp/cifar10_model/1.""")
 tf.app.flags.mark_flag_as_required('export_dir')
-cifar10_cli.non_empty('export_dir')
+cifar10_cli.path_flag('export_dir')
 
 SIGNATURE_KEY = (
     tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY)

@@ -131,6 +131,13 @@ def test_binary_flagfile(tmp_path, form):
      'reads checkpoints'),
     ('cifar10_eval.py', ['--checkpoint_dir=/tmp/a\\b'], 2,
      'flag --checkpoint_dir=/tmp/a\\b: --checkpoint_dir must not hold'),
+    # A byte that is not UTF-8 (here 0xff), which TensorFlow's file
+    # functions failed on with a message naming neither flag nor path.
+    ('cifar10_train.py', ['--train_dir=/tmp/t\udcff'], 2,
+     'flag --train_dir=/tmp/t\\udcff: --train_dir must be a UTF-8 path, as '
+     'TensorFlow opens only those'),
+    ('cifar10_train.py', ['--data_dir=/tmp/d\udcff'], 2,
+     'flag --data_dir=/tmp/d\\udcff: --data_dir must be a UTF-8 path'),
 ])
 def test_bad_flags(tmp_path, script, args, status, message):
   proc = run_script(script, '--data_dir=%s' % tmp_path,
