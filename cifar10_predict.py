@@ -30,6 +30,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
+import os
 import struct
 
 import numpy as np
@@ -51,11 +52,19 @@ tf.app.flags.register_validator(
     message='--top_k must be between 1 and %d' % cifar10.NUM_CLASSES)
 
 
+def _is_remote(path):
+  return '://' in path
+
+
 def check_path(path):
   """Raises ValueError naming `path` if it is missing or a directory."""
-  if not tf.io.gfile.exists(path):
+  # Python's own functions for local paths, which take any bytes the file
+  # system does; TensorFlow's take UTF-8 only.
+  exists, isdir = ((tf.io.gfile.exists, tf.io.gfile.isdir) if
+                   _is_remote(path) else (os.path.exists, os.path.isdir))
+  if not exists(path):
     raise ValueError('no such file: %s' % path)
-  if tf.io.gfile.isdir(path):
+  if isdir(path):
     raise ValueError('%s is a directory, not an image file' % path)
 
 
@@ -67,7 +76,7 @@ def read_file(path):
   """
   check_path(path)
   try:
-    if '://' in path:
+    if _is_remote(path):
       with tf.io.gfile.GFile(path, 'rb') as f:
         return f.read()
     # GFile reads nothing from a pipe: /dev/stdin, or bash's <(command).
@@ -152,8 +161,9 @@ def bmp_problem(contents):
   if compression in (3, 6):
     # BI_BITFIELDS, BI_ALPHABITFIELDS: the red, green and blue masks follow
     # the 40 bytes of the oldest such header, inside the later ones.
-    if (len(contents) < 66 or
-        struct.unpack_from('<3I', contents, 54) != (0xff0000, 0xff00, 0xff)):
+    if len(contents) < 66:
+      return None  # Cut short: TensorFlow's decoder reports it.
+    if struct.unpack_from('<3I', contents, 54) != (0xff0000, 0xff00, 0xff):
       return ('a BMP whose channels are not stored blue, green, red, as '
               'TensorFlow reads them')
   elif compression != 0:
@@ -290,17 +300,20 @@ def main(argv):
   classifier = Classifier()
   try:
     classifier.restore(checkpoint)
-    # Each file is read once (a pipe can be read only once) and kept as its
-    # probabilities only, however large and many the files.
-    probabilities = [classifier.classify(path, read_file(path))
-                     for path in paths]
+    # Each file is read once (a pipe can be read only once, so a path
+    # given twice is not read again) and kept as its probabilities only,
+    # however large and many the files.
+    probabilities = {}
+    for path in paths:
+      if path not in probabilities:
+        probabilities[path] = classifier.classify(path, read_file(path))
   finally:
     classifier.close()
   cifar10_cli.log('classified %d image(s) with %s (step %d)'
                   % (len(paths), checkpoint,
                      cifar10_cli.checkpoint_step(checkpoint)))
-  for path, image_probabilities in zip(paths, probabilities):
-    print(format_prediction(path, image_probabilities, class_names,
+  for path in paths:
+    print(format_prediction(path, probabilities[path], class_names,
                             FLAGS.top_k))
   return 0
 
