@@ -94,6 +94,11 @@ def check_export_dir(export_dir):
   except (OSError, tf.errors.OpError) as e:
     raise ValueError('cannot read --export_dir=%s: %s'
                      % (export_dir, cifar10_cli.one_line(e)))
+  if names and all(name.startswith('.export-') for name in names):
+    raise ValueError(
+        '--export_dir=%s holds only %s, left by an export that was killed '
+        'or is still running; remove it if none is running'
+        % (export_dir, ', '.join(sorted(names))))
   if names:
     raise ValueError(
         '--export_dir=%s already exists and is not empty (%d entries); '
@@ -222,7 +227,7 @@ def _export_into(checkpoint, export_dir, target):
     staging = tempfile.mkdtemp(prefix='.export-', dir=target)
   except OSError as e:
     raise ValueError('cannot write --export_dir=%s: %s' % (export_dir, e))
-  moved = []
+  entries = []
   try:
     write_saved_model(checkpoint, staging)
     others = set(os.listdir(target)) - {os.path.basename(staging)}
@@ -230,20 +235,22 @@ def _export_into(checkpoint, export_dir, target):
       raise ValueError('cannot write --export_dir=%s: %d other entries '
                        'appeared in it meanwhile' % (export_dir, len(others)))
     # The graph last: a server that finds it finds the variables too.
-    for entry in sorted(os.listdir(staging),
-                        key=lambda entry: entry == 'saved_model.pb'):
+    entries = sorted(os.listdir(staging),
+                     key=lambda entry: entry == 'saved_model.pb')
+    for entry in entries:
       try:
         os.rename(os.path.join(staging, entry), os.path.join(target, entry))
       except OSError as e:
         raise ValueError('cannot write --export_dir=%s: %s'
                          % (export_dir, e))
-      moved.append(os.path.join(target, entry))
   except BaseException:
-    # Failed or stopped: what was moved goes too (the directory was empty).
-    for path in moved:
+    # Failed or stopped, even right after a rename: whatever was moved goes
+    # too (the directory was empty), the graph first.
+    for entry in reversed(entries):
+      path = os.path.join(target, entry)
       if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
-      else:
+      elif os.path.exists(path):
         os.remove(path)
     raise
   finally:

@@ -434,6 +434,7 @@ def bad_runs(trained, image_files, tmp_path_factory):
   for case in ('non_image', 'missing_file', 'predict_no_checkpoint',
                'export_no_checkpoint', 'export_not_empty',
                'export_unwritable', 'export_damaged_checkpoint',
+               'export_leftover',
                'palette_bmp', 'huge_png', 'export_fp16', 'animated_webp'):
     (root / case).mkdir()
   animated = root / 'animated_webp' / 'moving.webp'
@@ -470,6 +471,11 @@ def bad_runs(trained, image_files, tmp_path_factory):
   (mine / 'variables').mkdir()
   cases['export_not_empty'] = ('cifar10_export.py', checkpoints,
                                '--export_dir=' + str(mine))
+  # What an export killed while writing into an empty directory leaves.
+  leftover = root / 'export_leftover' / '1'
+  (leftover / '.export-k1ll3d').mkdir(parents=True)
+  cases['export_leftover'] = ('cifar10_export.py', checkpoints,
+                              '--export_dir=' + str(leftover))
   # Root ignores permissions: a path below a regular file is unwritable for
   # anyone.
   blocker = root / 'export_unwritable' / 'a_file'
@@ -845,6 +851,16 @@ def test_export_refuses_non_empty_dir(bad_runs):
   assert (mine / 'notes.txt').read_text() == 'keep me'
   assert os.listdir(str(mine / 'variables')) == []
   assert os.listdir(str(directory)) == ['mine']
+
+
+def test_export_names_what_a_killed_export_left(bad_runs):
+  """Hidden from ls, it is named, and left for the user to remove."""
+  proc, directory = bad_runs['export_leftover']
+  assert _error_line(proc, 'cifar10_export.py') == (
+      'cifar10_export.py: error: --export_dir=%s holds only .export-k1ll3d, '
+      'left by an export that was killed or is still running; remove it if '
+      'none is running' % (directory / '1'))
+  assert os.listdir(str(directory / '1')) == ['.export-k1ll3d']
 
 
 def test_failed_export_removes_the_directories_it_made(bad_runs):
