@@ -363,19 +363,28 @@ def _lock_train_dir(train_dir):
     os.close(fd)
 
 
+def claim_train_dir(train_dir):
+  """Creates --train_dir, checks it is writable, and locks it.
+
+  Raises:
+    cifar10_cli.UsageError: if the directory cannot be written or another
+      trainer uses it.
+  """
+  cifar10_cli.make_output_dir('train_dir', train_dir)
+  _lock_train_dir(train_dir)
+
+
 def prepare_train_dir(train_dir, fresh):
-  """Creates --train_dir, checks it is writable, locks it, applies --fresh.
+  """Applies --fresh to the claimed --train_dir (see `claim_train_dir`).
 
   Returns:
     The newest checkpoint to resume from (see `_checkpoint_to_resume`), or
     None.
 
   Raises:
-    cifar10_cli.UsageError: if the directory cannot be written or another
-      trainer uses it, or its state file names checkpoints elsewhere only.
+    cifar10_cli.UsageError: if its state file names checkpoints elsewhere
+      only.
   """
-  cifar10_cli.make_output_dir('train_dir', train_dir)
-  _lock_train_dir(train_dir)
   if fresh:
     names = sorted(
         n for n in tf.io.gfile.listdir(train_dir)
@@ -541,9 +550,9 @@ def train(devices, task=None):
   (worker 0) reads and writes --train_dir.
 
   The data set is downloaded if need be (see
-  `cifar10.maybe_download_and_extract`) and checked, and on a cluster the
-  parameter servers are waited for, before --train_dir is touched, so that
-  neither a bad data set nor an absent cluster changes anything there; on one
+  `cifar10.maybe_download_and_extract`) and checked before --train_dir is
+  touched, so that a bad one changes nothing there, and on a cluster the
+  parameter servers are waited for before --fresh is applied; on one
   machine, a --train_dir already at --max_steps needs no data set.
 
   Args:
@@ -561,6 +570,8 @@ def train(devices, task=None):
                                 cifar10_cli.checkpoint_step(saved[-1])):
       return 0
   data_dir = cifar10.maybe_download_and_extract()
+  if chief:
+    claim_train_dir(FLAGS.train_dir)
   server = None
   if task:
     # A chief that gives up on them has not applied --fresh.

@@ -509,7 +509,6 @@ def test_worker_waits_for_the_ps_then_gives_up(cluster, data_dir, tmp_path):
       '(--cluster_timeout_secs): it accepts connections, but no TensorFlow '
       'server answers there; is it a ps of this cluster (--job_name=ps)?'
       % cluster.ps[0])
-  assert not os.path.exists(str(tmp_path / 'train3'))
 
 
 @pytest.mark.parametrize('sync', ['true', 'false'])
