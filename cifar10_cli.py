@@ -310,16 +310,17 @@ def _encodes(text):
 
 def path_flag(name):
   """Registers validators: flag `name`, a path, must not be empty, as it is
-  when set from an unset shell variable, and must be UTF-8, as TensorFlow's
-  file functions take paths (a byte outside it reaches Python as a lone
-  surrogate, on which they fail without naming the path)."""
+  when set from an unset shell variable, and must be UTF-8: a byte outside it
+  reaches Python as a lone surrogate, which TensorFlow's file functions
+  cannot encode as the text paths the scripts give them, and they failed
+  without naming the path."""
   tf.app.flags.register_validator(
       name, lambda value: bool(value),
       message='--%s must not be empty' % name)
   tf.app.flags.register_validator(
       name, _encodes,
-      message='--%s must be a UTF-8 path, as TensorFlow opens only those'
-      % name)
+      message='--%s must be a UTF-8 path: the scripts pass paths to '
+      'TensorFlow as text' % name)
 
 
 # What TensorFlow's checkpoint reader takes a checkpoint's path for: a file

@@ -134,8 +134,8 @@ def test_binary_flagfile(tmp_path, form):
     # A byte that is not UTF-8 (here 0xff), which TensorFlow's file
     # functions failed on with a message naming neither flag nor path.
     ('cifar10_train.py', ['--train_dir=/tmp/t\udcff'], 2,
-     'flag --train_dir=/tmp/t\\udcff: --train_dir must be a UTF-8 path, as '
-     'TensorFlow opens only those'),
+     'flag --train_dir=/tmp/t\\udcff: --train_dir must be a UTF-8 path: the '
+     'scripts pass paths to TensorFlow as text'),
     ('cifar10_train.py', ['--data_dir=/tmp/d\udcff'], 2,
      'flag --data_dir=/tmp/d\\udcff: --data_dir must be a UTF-8 path'),
 ])
