@@ -22,8 +22,8 @@ with a line naming the file, and every file is classified before the first
 line is printed, so one that is not an image fails the run with a line
 naming it, not after part of the output. Each file is read once, so a pipe
 works too (/dev/stdin, or bash's <(command)). Class names come from
-batches.meta.txt in --data_dir, or are the official ones when the data is
-not there.
+batches.meta.txt in --data_dir's cifar-10-batches-bin/, or are the official
+ones when the data is not there.
 """
 
 from __future__ import absolute_import
