@@ -128,6 +128,11 @@ def _c_unescape(text):
                 flags=re.S).decode('utf-8', 'replace')
 
 
+def is_remote(path):
+  """Whether `path` is on a filesystem such as gs:// rather than local."""
+  return re.match('^[a-z][a-z0-9+.-]*://', path) is not None
+
+
 def one_line(error):
   """The line of an error message that says what went wrong.
 

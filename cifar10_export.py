@@ -36,7 +36,6 @@ from __future__ import division
 from __future__ import print_function
 
 import os
-import re
 import shutil
 import tempfile
 
@@ -64,11 +63,6 @@ PROBABILITIES_KEY = 'probabilities'
 CLASSES_KEY = 'classes'
 
 
-def _is_url(path):
-  """Whether `path` is on a filesystem such as gs:// rather than local."""
-  return re.match('^[a-z][a-z0-9+.-]*://', path) is not None
-
-
 def check_export_dir(export_dir):
   """Refuses an export directory that would overwrite anything.
 
@@ -78,7 +72,7 @@ def check_export_dir(export_dir):
   """
   try:
     if not tf.io.gfile.exists(export_dir):
-      if '://' not in export_dir:
+      if not cifar10_cli.is_remote(export_dir):
         # Local: the nearest existing parent must be a directory.
         parent = os.path.dirname(os.path.realpath(export_dir))
         while not os.path.exists(parent):
@@ -209,7 +203,7 @@ def write_saved_model(checkpoint, path):
 def export(checkpoint, export_dir):
   """Writes the SavedModel to `export_dir`, complete or not at all."""
   check_export_dir(export_dir)
-  if _is_url(export_dir):
+  if cifar10_cli.is_remote(export_dir):
     # Remote filesystems have no atomic directory rename: write in place.
     write_saved_model(checkpoint, export_dir)
     return

@@ -52,16 +52,13 @@ tf.app.flags.register_validator(
     message='--top_k must be between 1 and %d' % cifar10.NUM_CLASSES)
 
 
-def _is_remote(path):
-  return '://' in path
-
-
 def check_path(path):
   """Raises ValueError naming `path` if it is missing or a directory."""
   # Python's own functions for local paths, which take any bytes the file
   # system does; TensorFlow's take UTF-8 only.
-  exists, isdir = ((tf.io.gfile.exists, tf.io.gfile.isdir) if
-                   _is_remote(path) else (os.path.exists, os.path.isdir))
+  exists, isdir = ((tf.io.gfile.exists, tf.io.gfile.isdir)
+                   if cifar10_cli.is_remote(path)
+                   else (os.path.exists, os.path.isdir))
   if not exists(path):
     raise ValueError('no such file: %s' % path)
   if isdir(path):
@@ -72,11 +69,11 @@ def read_file(path):
   """The bytes of `path`.
 
   Raises:
-    ValueError: naming `path` if it is missing, a directory or unreadable.
+    ValueError: naming `path` if it cannot be read (it went missing since
+      `check_path`, say).
   """
-  check_path(path)
   try:
-    if _is_remote(path):
+    if cifar10_cli.is_remote(path):
       with tf.io.gfile.GFile(path, 'rb') as f:
         return f.read()
     # GFile reads nothing from a pipe: /dev/stdin, or bash's <(command).
